@@ -1,0 +1,22 @@
+"""ndpatch: fast random-access training patches from large images, indexed by kwcoco.
+
+Example:
+    >>> import ndpatch
+    >>> sampler = ndpatch.CocoSampler.demo("shapes8")
+    >>> sampler.load_sample({"gid": 1, "space_slice": (slice(0, 64), slice(0, 32))})["im"].shape
+    (64, 32, 3)
+"""
+from ndpatch import gdalio  # noqa: F401  (applies GDAL settings first)
+from ndpatch.errors import (CacheConversionError, ChannelError, CorruptCacheError, DatasetError,
+                            NdpatchError, SourceReadError, TargetError, UnknownAnnotationError,
+                            UnknownImageError)
+from ndpatch.sampler import CocoSampler
+from ndpatch.target import Target
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CocoSampler", "Target",
+    "NdpatchError", "UnknownImageError", "UnknownAnnotationError", "DatasetError", "TargetError",
+    "ChannelError", "SourceReadError", "CorruptCacheError", "CacheConversionError",
+]

@@ -1,0 +1,1 @@
+from ndpatch.cli import main; main()

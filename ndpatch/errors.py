@@ -1,0 +1,57 @@
+"""The exceptions ndpatch raises.
+
+Every error derives from :class:`NdpatchError` and also from the builtin it
+resembles, so ``except KeyError`` or ``except OSError`` keeps working in code
+written for other samplers.
+
+Example:
+    >>> from ndpatch.errors import UnknownImageError, NdpatchError
+    >>> err = UnknownImageError("unknown image id 99")
+    >>> isinstance(err, KeyError) and isinstance(err, NdpatchError)
+    True
+    >>> str(err)
+    'unknown image id 99'
+"""
+
+
+class NdpatchError(Exception):
+    """Root of every ndpatch error."""
+
+
+class _PlainKeyError(KeyError):
+    """A KeyError whose message prints as written (KeyError quotes it)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownImageError(NdpatchError, _PlainKeyError):
+    """An image id (gid) that the dataset does not have."""
+
+
+class UnknownAnnotationError(NdpatchError, _PlainKeyError):
+    """An annotation id (aid) that the dataset does not have."""
+
+
+class DatasetError(NdpatchError, ValueError):
+    """A dataset that cannot be loaded: missing, malformed json, bad records."""
+
+
+class TargetError(NdpatchError, ValueError):
+    """A target that asks for something impossible (bad size, bad keys)."""
+
+
+class ChannelError(TargetError):
+    """A requested channel (name or band index) that the image does not have."""
+
+
+class SourceReadError(NdpatchError, OSError):
+    """A source raster that is missing, unreadable or corrupt."""
+
+
+class CorruptCacheError(NdpatchError, OSError):
+    """A cache entry that fails validation (truncated file, bad sidecar)."""
+
+
+class CacheConversionError(NdpatchError, OSError):
+    """Converting a source into its cache form failed."""

@@ -1,0 +1,179 @@
+"""GDAL access: process settings, a fork-safe pool of open datasets, windowed reads.
+
+Importing this module calls ``gdal.UseExceptions()`` and applies ndpatch's
+GDAL settings (bounded block cache, one decode thread per read, no directory
+scans, no ``.aux.xml`` side files). GDAL errors are re-raised as
+:class:`~ndpatch.errors.SourceReadError` naming the file.
+
+Example:
+    >>> import numpy as np
+    >>> from osgeo import gdal
+    >>> ds = gdal.GetDriverByName("MEM").Create("", 4, 3, 2, gdal.GDT_Byte)
+    >>> ds.GetRasterBand(2).Fill(7)
+    0
+    >>> out = np.zeros((3, 4, 2), np.uint8)
+    >>> read_into(ds, 0, 0, 4, 3, None, out, "example")
+    >>> int(out[..., 1].sum())
+    84
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+from osgeo import gdal, gdal_array
+
+from ndpatch.errors import SourceReadError
+
+gdal.UseExceptions()
+
+#: Settings applied at import and in every worker (override with environment variables).
+GDAL_SETTINGS = {
+    "GDAL_CACHEMAX": os.environ.get("NDPATCH_GDAL_CACHEMAX", "64"),  # MB, per process
+    "GDAL_NUM_THREADS": "1",
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_PAM_ENABLED": "NO",
+}
+
+
+def configure(cachemax_mb: int | None = None) -> None:
+    """Apply ndpatch's GDAL settings to this process (call again in new workers).
+
+    ``cachemax_mb`` bounds GDAL's block cache, which is per process.
+    """
+    for key, value in GDAL_SETTINGS.items():
+        gdal.SetConfigOption(key, value)
+    if cachemax_mb is not None:
+        gdal.SetConfigOption("GDAL_CACHEMAX", str(int(cachemax_mb)))
+        gdal.SetCacheMax(int(cachemax_mb) * 1024 * 1024)
+
+
+configure()
+
+
+@dataclass(frozen=True, slots=True)
+class RasterInfo:
+    """What a raster's header says: size, bands, type, nodata, georeferencing, layout."""
+
+    height: int
+    width: int
+    bands: int
+    dtype: np.dtype
+    nodata: float | None
+    band_names: tuple[str, ...]
+    geotransform: tuple[float, ...] | None
+    crs_wkt: str | None
+    block_size: tuple[int, int]
+    compression: str | None
+    driver: str
+
+
+def open_dataset(path: str, what: str | None = None) -> gdal.Dataset:
+    """Open a raster read-only; a missing or unreadable file raises SourceReadError."""
+    what = what or path
+    try:
+        ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY)
+    except RuntimeError as err:
+        if not path.startswith("/vsi") and not os.path.exists(path):
+            raise SourceReadError(f"{what}: file does not exist") from err
+        raise SourceReadError(f"{what}: GDAL cannot open it as a raster: {err}") from err
+    if ds is None or ds.RasterCount == 0:
+        raise SourceReadError(f"{what}: GDAL finds no raster bands in it")
+    return ds
+
+
+def raster_info(ds: gdal.Dataset) -> RasterInfo:
+    """Read the header facts ndpatch needs from an open dataset."""
+    bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
+    dtype = np.result_type(*[gdal_array.GDALTypeCodeToNumericTypeCode(b.DataType) for b in bands])
+    gt = ds.GetGeoTransform(can_return_null=True)
+    srs = ds.GetProjectionRef() or None
+    return RasterInfo(
+        height=ds.RasterYSize,
+        width=ds.RasterXSize,
+        bands=ds.RasterCount,
+        dtype=np.dtype(dtype),
+        nodata=bands[0].GetNoDataValue(),
+        band_names=tuple(b.GetDescription() for b in bands),
+        geotransform=tuple(gt) if gt else None,
+        crs_wkt=srs,
+        block_size=tuple(bands[0].GetBlockSize()),
+        compression=ds.GetMetadataItem("COMPRESSION", "IMAGE_STRUCTURE"),
+        driver=ds.GetDriver().ShortName,
+    )
+
+
+def read_into(ds: gdal.Dataset, x0: int, y0: int, width: int, height: int,
+              bands: list[int] | None, out: np.ndarray, what: str) -> None:
+    """Read the in-bounds window (x0, y0, width, height) into ``out`` (H×W×C, any strides).
+
+    ``bands`` are 0-based band indices (None: all). Only the blocks/tiles that
+    the window touches are decoded.
+    """
+    band_list = list(range(1, ds.RasterCount + 1)) if bands is None else [b + 1 for b in bands]
+    try:
+        if len(band_list) == 1:  # GDAL reads one band through the band API only
+            ds.GetRasterBand(band_list[0]).ReadAsArray(x0, y0, width, height, buf_obj=out[..., 0])
+        else:
+            ds.ReadAsArray(x0, y0, width, height, buf_obj=out, interleave="pixel", band_list=band_list)
+    except (RuntimeError, ValueError) as err:
+        raise SourceReadError(f"{what}: reading window x={x0} y={y0} w={width} h={height} failed: {err}") from err
+
+
+class HandlePool:
+    """Open GDAL datasets kept per thread, at most ``capacity`` each, least recently used closed first.
+
+    GDAL handles are not thread-safe and must never cross a fork: each thread
+    of each process gets its own, and a forked child starts with an empty pool
+    (checked by pid on every access). The pool itself pickles as empty.
+
+    Example:
+        >>> pool = HandlePool(capacity=2)
+        >>> pool.capacity
+        2
+    """
+
+    def __init__(self, capacity: int = 64):
+        self.capacity = capacity
+        self._local = threading.local()
+
+    def _handles(self) -> OrderedDict:
+        local = self._local
+        pid = os.getpid()
+        if getattr(local, "pid", None) != pid:
+            local.pid = pid
+            local.handles = OrderedDict()
+        return local.handles
+
+    def get(self, path: str, what: str | None = None) -> gdal.Dataset:
+        """The open dataset for ``path`` in this thread, opening it on first use."""
+        handles = self._handles()
+        ds = handles.get(path)
+        if ds is not None:
+            handles.move_to_end(path)
+            return ds
+        ds = open_dataset(path, what)
+        handles[path] = ds
+        if len(handles) > self.capacity:
+            handles.popitem(last=False)
+        return ds
+
+    def forget(self, path: str) -> None:
+        """Close this thread's handle on ``path`` (e.g. after the file was replaced)."""
+        self._handles().pop(path, None)
+
+    def __len__(self) -> int:
+        return len(self._handles())
+
+    def __getstate__(self) -> dict:
+        return {"capacity": self.capacity}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["capacity"])
+
+
+#: The process-wide pool every GDAL-backed reader uses.
+POOL = HandlePool()

@@ -1,0 +1,174 @@
+"""The dataset index: a thin adapter over ``kwcoco.CocoDataset``.
+
+It loads the dataset (a ``CocoDataset``, a kwcoco json or a plain MS-COCO json),
+resolves each image's raster path against the bundle directory, maps channel
+names to band indices, and keeps per-image annotation arrays for fast window
+queries. Unknown ids and unreadable datasets raise ndpatch errors that name
+them.
+
+Example:
+    >>> import kwcoco
+    >>> index = DatasetIndex(kwcoco.CocoDataset.demo("shapes2"))
+    >>> index.source(1).path.endswith(".png")
+    True
+    >>> index.bands_for(1, "r|b", n_bands=3)
+    [0, 2]
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import kwcoco
+import numpy as np
+from delayed_image.channel_spec import FusedChannelSpec
+
+from ndpatch.annots import ImageAnnots
+from ndpatch.cache.base import ImageSource
+from ndpatch.errors import ChannelError, DatasetError, UnknownAnnotationError, UnknownImageError
+
+#: Channel names assumed for images whose record declares none, by band count.
+DEFAULT_CHANNELS = {1: ("gray",), 3: ("r", "g", "b"), 4: ("r", "g", "b", "a")}
+
+
+def load_dataset(dset: Any) -> kwcoco.CocoDataset:
+    """A ``CocoDataset`` from a dataset, a dict, or a path to a kwcoco / MS-COCO json."""
+    if isinstance(dset, kwcoco.CocoDataset):
+        return dset
+    if isinstance(dset, dict):
+        try:
+            return kwcoco.CocoDataset(dset)
+        except Exception as err:
+            raise DatasetError(f"invalid dataset dict: {err}") from err
+    if isinstance(dset, (str, os.PathLike)):
+        path = Path(dset)
+        if not path.is_file():
+            raise DatasetError(f"dataset file does not exist: {path}")
+        try:
+            with open(path) as file:
+                data = json.load(file)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise DatasetError(f"{path}: malformed json: {err}") from err
+        if not isinstance(data, dict) or not isinstance(data.get("images", []), list):
+            raise DatasetError(f"{path}: not a COCO dataset (expected an object with an 'images' list)")
+        try:
+            dataset = kwcoco.CocoDataset(data, bundle_dpath=str(path.parent.resolve()))
+            dataset.fpath = str(path)
+            return dataset
+        except Exception as err:
+            raise DatasetError(f"{path}: invalid COCO dataset: {err}") from err
+    raise DatasetError(f"cannot make a dataset from a {type(dset).__name__}")
+
+
+class DatasetIndex:
+    """Image, asset and annotation lookups over one ``CocoDataset``."""
+
+    def __init__(self, dset: Any, annots_cache_size: int = 1024):
+        self.dset = load_dataset(dset)
+        self._annots: OrderedDict[int, ImageAnnots] = OrderedDict()
+        self._annots_cache_size = annots_cache_size
+
+    @property
+    def bundle_dpath(self) -> str:
+        return str(self.dset.bundle_dpath)
+
+    def image(self, gid: int) -> dict:
+        """The image record; unknown ids raise UnknownImageError."""
+        try:
+            return self.dset.index.imgs[gid]
+        except (KeyError, TypeError):
+            raise UnknownImageError(f"unknown image id {gid!r} in dataset {self.dset.fpath}") from None
+
+    def annotation(self, aid: int) -> dict:
+        """The annotation record; unknown ids raise UnknownAnnotationError."""
+        try:
+            return self.dset.index.anns[aid]
+        except (KeyError, TypeError):
+            raise UnknownAnnotationError(f"unknown annotation id {aid!r} in dataset {self.dset.fpath}") from None
+
+    def annotation_box(self, aid: int) -> tuple[int, float, float, float, float]:
+        """``(gid, x, y, w, h)`` of an annotation's box."""
+        ann = self.annotation(aid)
+        gid = ann["image_id"]
+        boxes = self.image_annots(gid)
+        x, y, w, h = boxes.boxes[boxes.position(aid)]
+        return gid, float(x), float(y), float(w), float(h)
+
+    def image_dims(self, gid: int) -> tuple[int, int] | None:
+        """(height, width) as the record says, or None when it does not say."""
+        img = self.image(gid)
+        if img.get("height") is None or img.get("width") is None:
+            return None
+        return int(img["height"]), int(img["width"])
+
+    def source(self, gid: int) -> ImageSource:
+        """Where the pixels of image ``gid`` are, and its declared channel names."""
+        img = self.image(gid)
+        record = img
+        if not img.get("file_name"):
+            assets = img.get("assets") or img.get("auxiliary") or []
+            if len(assets) != 1:
+                raise DatasetError(f"image {gid} has no file_name and {len(assets)} assets; "
+                                   "ndpatch reads single-file images and single-asset images")
+            record = assets[0]
+        path = resolve_path(self.bundle_dpath, record["file_name"])
+        channels = record.get("channels", img.get("channels"))
+        if channels is not None:
+            channels = tuple(FusedChannelSpec.coerce(channels).normalize().as_list())
+        return ImageSource(gid=gid, path=path, channels=channels)
+
+    def bands_for(self, gid: int, channels: Any, n_bands: int,
+                  declared: tuple[str, ...] | None = None) -> list[int] | None:
+        """0-based band indices for a channel request (names ``'r|g|b'`` or indices); None = all."""
+        if channels is None:
+            return None
+        if declared is None:
+            declared = self.source(gid).channels
+        names = declared or DEFAULT_CHANNELS.get(n_bands)
+        if isinstance(channels, str):
+            channels = FusedChannelSpec.coerce(channels).normalize().as_list()
+        if isinstance(channels, (int, np.integer)):
+            channels = [channels]
+        bands = []
+        for channel in channels:
+            if isinstance(channel, (int, np.integer)):
+                if not 0 <= channel < n_bands:
+                    raise ChannelError(f"image {gid} ({self.source(gid).path}) has {n_bands} bands; "
+                                       f"band index {channel} is out of range")
+                bands.append(int(channel))
+            elif names is not None and channel in names:
+                bands.append(names.index(channel))
+            else:
+                raise ChannelError(f"image {gid} ({self.source(gid).path}) has no channel {channel!r}; "
+                                   f"it has {'|'.join(names) if names else f'{n_bands} unnamed bands'}")
+        return bands
+
+    def image_annots(self, gid: int) -> ImageAnnots:
+        """The annotation arrays of one image (cached, least recently used dropped)."""
+        cached = self._annots.get(gid)
+        if cached is not None:
+            self._annots.move_to_end(gid)
+            return cached
+        self.image(gid)
+        anns = [self.dset.index.anns[aid] for aid in sorted(self.dset.index.gid_to_aids.get(gid, ()))]
+        cached = ImageAnnots.from_coco(anns, self.dset)
+        self._annots[gid] = cached
+        if len(self._annots) > self._annots_cache_size:
+            self._annots.popitem(last=False)
+        return cached
+
+    def __getstate__(self) -> dict:
+        return {"dset": self.dset, "annots_cache_size": self._annots_cache_size}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["dset"], state["annots_cache_size"])
+
+
+def resolve_path(bundle_dpath: str, file_name: str) -> str:
+    """An image path: GDAL virtual paths and absolute paths as given, others under the bundle."""
+    if file_name.startswith("/vsi") or os.path.isabs(file_name):
+        return file_name
+    return os.path.normpath(os.path.join(bundle_dpath, file_name))

@@ -1,0 +1,179 @@
+"""CocoSampler: windows of pixels and their annotations, from a COCO/kwcoco dataset.
+
+Method names, target keys and sample keys follow ndsampler 0.8.1's
+``CocoSampler`` so training code ports by changing an import (differences:
+docs/differences.md).
+
+Example:
+    >>> import ndpatch
+    >>> sampler = ndpatch.CocoSampler.demo("shapes8")
+    >>> sample = sampler.load_sample({"gid": 1, "cx": 5, "cy": 2, "width": 6, "height": 6})
+    >>> sample["im"].shape
+    (6, 6, 3)
+    >>> sample["target"]["space_slice"]
+    (slice(-1, 5, None), slice(2, 8, None))
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import kwimage
+import numpy as np
+
+from ndpatch.annots import window_annots
+from ndpatch.cache import make_backend
+from ndpatch.cache.base import CacheEntry, read_window
+from ndpatch.index import DatasetIndex
+from ndpatch.target import Target, parse_target
+
+
+class CocoSampler:
+    """Random access to windows of the images of a kwcoco / MS-COCO dataset.
+
+    Args:
+        dset: a ``kwcoco.CocoDataset``, or the path of a kwcoco or plain MS-COCO json.
+        workdir: the cache directory (cache backends); default ``$NDPATCH_CACHE``,
+            else the per-user cache dir.
+        backend: ``None`` (read sources directly through GDAL), or a cache
+            backend name (``'npy'``, ``'cog'``, ``'auto'``) or instance.
+        backend_options: settings passed to the backend (e.g. ``blocksize``).
+    """
+
+    def __init__(self, dset: Any, workdir: str | None = None, backend: Any = None,
+                 autoinit: bool = True, verbose: int = 0, **backend_options):
+        self.index = DatasetIndex(dset)
+        self.workdir = workdir
+        self.verbose = verbose
+        self.backend = make_backend(backend, workdir=workdir, **backend_options)
+        self._entries: dict[int, CacheEntry] = {}
+        self._bands: dict[tuple, list[int] | None] = {}
+        self._regions = None
+        self._classes = None
+
+    # -- construction helpers (ndsampler compatible) --------------------------------
+    @classmethod
+    def demo(cls, key: str = "shapes8", workdir: str | None = None, backend: Any = None,
+             **kwargs) -> "CocoSampler":
+        """A sampler over one of kwcoco's toy datasets (``'shapes8'``, ``'vidshapes8'``, ...)."""
+        import kwcoco
+        return cls(kwcoco.CocoDataset.demo(key), workdir=workdir, backend=backend, **kwargs)
+
+    @property
+    def dset(self):
+        return self.index.dset
+
+    @property
+    def classes(self):
+        """The dataset's object categories as a ``kwcoco.CategoryTree``."""
+        if self._classes is None:
+            self._classes = self.dset.object_categories()
+        return self._classes
+
+    @property
+    def kp_classes(self):
+        """The dataset's keypoint categories as a ``kwcoco.CategoryTree``."""
+        return self.dset.keypoint_categories()
+
+    @property
+    def regions(self):
+        """The targets table and sampling strategies (:class:`ndpatch.regions.Regions`)."""
+        if self._regions is None:
+            from ndpatch.regions import Regions
+            self._regions = Regions(self.index)
+        return self._regions
+
+    # -- pixels -------------------------------------------------------------------
+    def entry(self, gid: int) -> CacheEntry:
+        """The readable form of image ``gid``, converted into the cache on first touch."""
+        entry = self._entries.get(gid)
+        if entry is None:
+            entry = self.backend.ensure(self.index.source(gid))
+            self._entries[gid] = entry
+        return entry
+
+    def _image_dims(self, gid: int) -> tuple[int, int]:
+        entry = self.entry(gid)
+        return entry.height, entry.width
+
+    def _band_list(self, tr: Target, entry: CacheEntry) -> list[int] | None:
+        channels = tr.channels
+        if channels is None:
+            return None
+        key = (tr.gid, channels if isinstance(channels, str) else tuple(channels))
+        bands = self._bands.get(key, False)
+        if bands is False:
+            bands = self.index.bands_for(tr.gid, channels, entry.bands)
+            self._bands[key] = bands
+        return bands
+
+    def parse(self, target: dict) -> Target:
+        """Validate a target dict into a :class:`~ndpatch.target.Target`."""
+        return parse_target(target, annotation_box=self.index.annotation_box,
+                            image_dims=self._image_dims)
+
+    def load_sample(self, target: dict, with_annots: bool = True, annot_ids=None,
+                    visible_thresh: float = 0.0, out: np.ndarray | None = None) -> dict:
+        """Read one window and the annotations inside it.
+
+        Returns a dict with ``im`` (H×W×C, writable, C-contiguous; ``out`` when
+        given), ``target`` (normalised; also as ``tr``), ``params`` (``offset``,
+        ``sample_tlbr``, ``st_dims``, ``data_dims``, ``pad``, ``tf_rel_to_abs``),
+        ``classes``, ``kp_classes`` and, when ``with_annots``, ``annots``.
+        """
+        tr = self.parse(target)
+        entry = self.entry(tr.gid)
+        im = read_window(self.backend, entry, tr.rows, tr.cols, self._band_list(tr, entry),
+                         tr.fill, tr.dtype, out)
+        x0, y0, x1, y1 = tr.cols.start, tr.rows.start, tr.cols.stop, tr.rows.stop
+        space_slice = tr.space_slice
+        data_dims = (entry.height, entry.width)
+        normalized = {
+            **target, "gid": tr.gid, "space_slice": space_slice, "slices": space_slice,
+            "pad": tr.pad, "space_dims": data_dims, "data_dims": data_dims,
+            "window_dims": (space_slice[0].stop - space_slice[0].start,
+                            space_slice[1].stop - space_slice[1].start),
+        }
+        sample = {
+            "im": im,
+            "target": normalized,
+            "tr": normalized,
+            "params": {
+                "offset": np.array([-x0, -y0]),
+                "tf_rel_to_abs": kwimage.Affine.translate((x0, y0)),
+                "sample_tlbr": kwimage.Boxes(np.array([x0, y0, x1, y1]), "ltrb"),
+                "st_dims": [(y0, y1), (x0, x1)],
+                "data_dims": data_dims,
+                "pad": tr.pad,
+            },
+            "classes": self.classes,
+        }
+        if with_annots:
+            image_annots = self.index.image_annots(tr.gid)
+            idxs = image_annots.select(x0, y0, x1, y1, visible_thresh, annot_ids)
+            sample["annots"] = window_annots(image_annots, idxs, x0, y0, tr.gid)
+            sample["kp_classes"] = self.kp_classes
+        return sample
+
+    # -- sampling strategies (ndsampler compatible) ---------------------------------
+    def load_item(self, index: int, with_annots: bool = True, target: dict | None = None,
+                  rng=None, **kwargs) -> dict:
+        """The sample of item ``index`` of the preselected positives + negatives."""
+        tr = self.regions.get_item(index, rng=rng)
+        return self.load_sample({**tr, **(target or {})}, with_annots=with_annots, **kwargs)
+
+    def load_positive(self, index: int | None = None, with_annots: bool = True,
+                      target: dict | None = None, rng=None, **kwargs) -> dict:
+        """A window around an annotation (``index`` into the targets table, or drawn)."""
+        tr = self.regions.get_positive(index, rng=rng)
+        return self.load_sample({**tr, **(target or {})}, with_annots=with_annots, **kwargs)
+
+    def load_negative(self, index: int | None = None, with_annots: bool = True,
+                      target: dict | None = None, rng=None, **kwargs) -> dict:
+        """A window that intersects no annotation."""
+        tr = self.regions.get_negative(index, rng=rng)
+        return self.load_sample({**tr, **(target or {})}, with_annots=with_annots, **kwargs)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_regions"] = None
+        return state
