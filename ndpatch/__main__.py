@@ -1,1 +1,5 @@
-from ndpatch.cli import main; main()
+import sys
+
+from ndpatch.cli import main
+
+sys.exit(main())
