@@ -35,7 +35,7 @@ demo: setup
 	$(PY) -m ndpatch demo
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q
 
 bench: setup
 	$(PIP) install ndsampler==0.8.1

@@ -8,7 +8,7 @@ translated per window.
 
 Example:
     >>> import kwcoco
-    >>> dset = kwcoco.CocoDataset.demo("shapes2")
+    >>> dset = kwcoco.CocoDataset.demo("shapes2", verbose=0)
     >>> anns = [dset.anns[aid] for aid in dset.index.gid_to_aids[1]]
     >>> image_annots = ImageAnnots.from_coco(anns, dset)
     >>> x, y, w, h = image_annots.boxes[0]
@@ -18,6 +18,7 @@ Example:
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +35,7 @@ class ImageAnnots:
     dset: object = field(repr=False)
     _dets: object = field(default=None, repr=False)
     _positions: dict | None = field(default=None, repr=False)
+    _edges: tuple | None = field(default=None, repr=False)
 
     @classmethod
     def from_coco(cls, anns: list[dict], dset) -> "ImageAnnots":
@@ -61,22 +63,30 @@ class ImageAnnots:
         ``visible_thresh`` also drops those whose visible box fraction is lower;
         ``annot_ids`` restricts the candidates to those ids.
         """
-        boxes = self.boxes
-        bx0, by0 = boxes[:, 0], boxes[:, 1]
-        bx1, by1 = bx0 + boxes[:, 2], by0 + boxes[:, 3]
-        # A zero-width or zero-height box (a point, a line) counts where it lies.
-        keep = (bx0 < x1) & (np.maximum(bx1, bx0 + 1e-9) > x0) & \
-               (by0 < y1) & (np.maximum(by1, by0 + 1e-9) > y0)
+        bx0, by0, bx1, by1, reach_x, reach_y = self._bounds()
+        keep = (bx0 < x1) & (reach_x > x0) & (by0 < y1) & (reach_y > y0)
         if annot_ids is not None:
             keep &= np.isin(self.aids, np.asarray(list(annot_ids), dtype=np.int64))
         if visible_thresh > 0:
-            area = boxes[:, 2] * boxes[:, 3]
+            area = self.boxes[:, 2] * self.boxes[:, 3]
             iw = np.clip(np.minimum(bx1, x1) - np.maximum(bx0, x0), 0, None)
             ih = np.clip(np.minimum(by1, y1) - np.maximum(by0, y0), 0, None)
             with np.errstate(invalid="ignore", divide="ignore"):
                 visible = np.where(area > 0, iw * ih / area, 1.0)
             keep &= visible >= visible_thresh
         return np.flatnonzero(keep)
+
+    def _bounds(self) -> tuple[np.ndarray, ...]:
+        """Box edges ``x0, y0, x1, y1`` and how far each box reaches for the window test.
+
+        A zero-width or zero-height box (a point, a line) reaches just past where
+        it lies, so it counts in the window that holds it.
+        """
+        if self._edges is None:
+            bx0, by0 = self.boxes[:, 0], self.boxes[:, 1]
+            bx1, by1 = bx0 + self.boxes[:, 2], by0 + self.boxes[:, 3]
+            self._edges = (bx0, by0, bx1, by1, np.maximum(bx1, bx0 + 1e-9), np.maximum(by1, by0 + 1e-9))
+        return self._edges
 
     def detections(self):
         """All annotations of the image as one ``kwimage.Detections`` in image pixels."""
@@ -91,25 +101,103 @@ class ImageAnnots:
 
 
 def window_annots(image_annots: ImageAnnots, idxs: np.ndarray, x0: int, y0: int,
-                  gid: int) -> dict:
-    """The selected annotations in the frame of a window whose pixel (0, 0) is image (x0, y0).
+                  gid: int) -> "WindowAnnots":
+    """The selected annotations in the frame of a window whose pixel (0, 0) is image (x0, y0)."""
+    return WindowAnnots(image_annots, idxs, x0, y0, gid)
 
-    Returns ndsampler's ``annots`` keys: ``aids``, ``cids``, ``rel_boxes``,
-    ``rel_ssegs``, ``rel_kpts``, ``rel_frame_index`` and ``frame_dets`` (a list
-    with one ``kwimage.Detections``, as for a one-frame sample).
+
+class WindowAnnots(Mapping):
+    """The annotations of one window, under ndsampler's ``annots`` keys.
+
+    Keys: ``aids``, ``cids``, ``rel_frame_index``, ``rel_boxes``, ``rel_ssegs``,
+    ``rel_kpts`` and ``frame_dets`` (a list with one ``kwimage.Detections``, as
+    for a one-frame sample). The arrays are cheap; the kwimage objects are
+    built the first time a key asks for them, so a training loop that needs
+    only boxes and classes (:attr:`xyxy`, ``cids``) never pays for polygons.
+    Pickles as a plain dict.
+
+    Example:
+        >>> import kwcoco
+        >>> dset = kwcoco.CocoDataset.demo("shapes2", verbose=0)
+        >>> image_annots = ImageAnnots.from_coco([dset.anns[a] for a in dset.index.gid_to_aids[1]], dset)
+        >>> annots = window_annots(image_annots, np.array([0]), 10, 20, gid=1)
+        >>> x, y, w, h = image_annots.boxes[0]
+        >>> annots.xyxy.tolist() == [[x - 10, y - 20, x + w - 10, y + h - 20]]
+        True
+        >>> annots["rel_boxes"].to_xywh().data.tolist() == [[x - 10, y - 20, w, h]]
+        True
+        >>> sorted(annots)
+        ['aids', 'cids', 'frame_dets', 'rel_boxes', 'rel_frame_index', 'rel_kpts', 'rel_ssegs']
     """
-    dets = image_annots.detections().take(idxs).translate((-x0, -y0))
-    dets.meta["gid"] = gid
-    dets.meta["rel_frame_index"] = 0
-    return {
-        "aids": image_annots.aids[idxs],
-        "cids": image_annots.cids[idxs],
-        "rel_frame_index": np.zeros(len(idxs), dtype=np.int64),
-        "rel_boxes": dets.boxes,
-        "rel_ssegs": dets.data["segmentations"],
-        "rel_kpts": dets.data["keypoints"],
-        "frame_dets": [dets],
-    }
+
+    KEYS = ("aids", "cids", "rel_frame_index", "rel_boxes", "rel_ssegs", "rel_kpts", "frame_dets")
+    __slots__ = ("image_annots", "idxs", "x0", "y0", "gid", "_values")
+
+    def __init__(self, image_annots: ImageAnnots, idxs: np.ndarray, x0: int, y0: int, gid: int):
+        self.image_annots = image_annots
+        self.idxs = idxs
+        self.x0 = x0
+        self.y0 = y0
+        self.gid = gid
+        self._values: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.KEYS)
+
+    def __iter__(self):
+        return iter(self.KEYS)
+
+    def __getitem__(self, key: str):
+        values = self._values
+        if key in values:
+            return values[key]
+        if key == "aids":
+            value = self.image_annots.aids[self.idxs]
+        elif key == "cids":
+            value = self.image_annots.cids[self.idxs]
+        elif key == "rel_frame_index":
+            value = np.zeros(len(self.idxs), dtype=np.int64)
+        elif key == "rel_boxes":
+            import kwimage
+            value = kwimage.Boxes(self.xywh, "xywh")
+        elif key == "frame_dets":
+            value = [self._detections()]
+        elif key == "rel_ssegs":
+            value = self["frame_dets"][0].data["segmentations"]
+        elif key == "rel_kpts":
+            value = self["frame_dets"][0].data["keypoints"]
+        else:
+            raise KeyError(key)
+        values[key] = value
+        return value
+
+    @property
+    def xywh(self) -> np.ndarray:
+        """(N, 4) float64 boxes ``x, y, w, h`` in the window's pixel frame."""
+        boxes = self.image_annots.boxes[self.idxs]
+        boxes[:, 0] -= self.x0
+        boxes[:, 1] -= self.y0
+        return boxes
+
+    @property
+    def xyxy(self) -> np.ndarray:
+        """(N, 4) float64 boxes ``x0, y0, x1, y1`` in the window's pixel frame."""
+        boxes = self.xywh
+        boxes[:, 2:] += boxes[:, :2]
+        return boxes
+
+    def _detections(self):
+        image_dets = self.image_annots.detections()
+        dets = image_dets.take(self.idxs).translate((-self.x0, -self.y0))
+        dets.meta = {**image_dets.meta, "gid": self.gid, "rel_frame_index": 0}
+        dets.data["boxes"] = self["rel_boxes"]
+        return dets
+
+    def __reduce__(self):
+        return dict, (dict(self.items()),)
+
+    def __repr__(self) -> str:
+        return f"WindowAnnots(gid={self.gid}, aids={self['aids'].tolist()})"
 
 
 def _xywh(ann: dict) -> list[float]:

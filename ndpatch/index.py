@@ -8,7 +8,7 @@ them.
 
 Example:
     >>> import kwcoco
-    >>> index = DatasetIndex(kwcoco.CocoDataset.demo("shapes2"))
+    >>> index = DatasetIndex(kwcoco.CocoDataset.demo("shapes2", verbose=0))
     >>> index.source(1).path.endswith(".png")
     True
     >>> index.bands_for(1, "r|b", n_bands=3)
