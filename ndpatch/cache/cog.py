@@ -1,0 +1,257 @@
+"""The Cloud-Optimized GeoTIFF backend, and ``auto``, which picks npy or COG per image.
+
+``backend='cog'`` converts each source on first touch with GDAL's COG driver:
+tiled (``blocksize``, 256 by default), lossless by default (ZSTD, else
+DEFLATE, with a predictor; JPEG only when asked for), internal overviews,
+and the source's geotransform, CRS, nodata, band descriptions and colour
+interpretation kept. A window read decodes only the tiles it touches.
+
+A source that is already a tiled GeoTIFF (or COG) with a lossless codec
+(or none) and tiles of at most 1024 pixels is read in place; its sidecar
+records that decision, so it is made once per source version.
+
+``backend='auto'`` applies, per image: (1) a tiled lossless GeoTIFF is read in
+place; (2) else an image whose decoded size is at most ``npy_max_mb`` (default
+1024 MB) goes to npy, the fastest to read; (3) else to COG, which is compact.
+
+Example:
+    >>> import tempfile, numpy as np
+    >>> from ndpatch.demo import write_raster
+    >>> from ndpatch.cache.base import ImageSource
+    >>> tmp = tempfile.mkdtemp()
+    >>> path = write_raster(f"{tmp}/a.tif", np.zeros((300, 400, 3), np.uint8))
+    >>> entry = CogBackend(f"{tmp}/cache").ensure(ImageSource(gid=1, path=path))
+    >>> entry.kind, entry.meta["sidecar"]["in_place"], entry.meta["sidecar"]["settings"]["compress"]
+    ('cog', False, 'ZSTD')
+"""
+from __future__ import annotations
+
+import dataclasses  # noqa: F401  (doctest)
+import os
+from pathlib import Path
+
+import numpy as np
+from osgeo import gdal
+
+from ndpatch import gdalio
+from ndpatch.cache.base import CacheEntry, ImageSource
+from ndpatch.cache.direct import DirectBackend
+from ndpatch.cache.npy import NpyBackend, entry_from_sidecar
+from ndpatch.cache.store import CacheStore, atomic_publish, cache_root, entry_key, source_identity
+from ndpatch.errors import CacheConversionError, CorruptCacheError, NdpatchError
+
+#: Codecs that never change a pixel: a tiled GeoTIFF using one of these is read in place.
+LOSSLESS_CODECS = {None, "NONE", "LZW", "DEFLATE", "ZSTD", "PACKBITS", "LZMA"}
+#: The largest tile read in place (bigger tiles make small windows decode too much).
+MAX_IN_PLACE_TILE = 1024
+PREDICTOR_CODECS = {"LZW", "DEFLATE", "ZSTD"}
+
+
+def default_compress() -> str:
+    """ZSTD when this GDAL's COG driver has it, else DEFLATE."""
+    options = gdal.GetDriverByName("COG").GetMetadataItem("DMD_CREATIONOPTIONLIST") or ""
+    return "ZSTD" if "<Value>ZSTD</Value>" in options else "DEFLATE"
+
+
+def readable_in_place(info: gdalio.RasterInfo) -> bool:
+    """Whether a raster is a tiled, losslessly coded GeoTIFF that reads windows efficiently.
+
+    Example:
+        >>> info = gdalio.RasterInfo(4096, 4096, 3, np.dtype("uint8"), None, ("", "", ""),
+        ...                          None, None, (512, 512), "DEFLATE", "GTiff")
+        >>> striped = dataclasses.replace(info, block_size=(4096, 1))
+        >>> readable_in_place(info), readable_in_place(striped)
+        (True, False)
+    """
+    block_w, block_h = info.block_size
+    tiled = block_w != info.width or block_w == block_h  # strips span the full width
+    return (info.driver in ("GTiff", "COG") and tiled and info.compression in LOSSLESS_CODECS
+            and max(block_w, block_h) <= MAX_IN_PLACE_TILE)
+
+
+def cog_options(settings: dict, dtype: np.dtype, bands: int) -> list[str]:
+    """The COG driver's creation options for ``settings`` (also what ``gdal_translate`` gets)."""
+    compress = settings["compress"]
+    options = [f"BLOCKSIZE={settings['blocksize']}", f"COMPRESS={compress}",
+               f"OVERVIEWS={'AUTO' if settings['overviews'] else 'NONE'}",
+               f"NUM_THREADS={settings['threads']}", "BIGTIFF=IF_SAFER"]
+    if compress in PREDICTOR_CODECS:
+        options.append("PREDICTOR=YES")
+    if settings.get("level") is not None:
+        options.append(f"LEVEL={settings['level']}")
+    if compress == "JPEG":
+        if dtype != np.uint8 or bands not in (1, 3):
+            raise NdpatchError(f"JPEG compression needs 1 or 3 uint8 bands, not {bands} {dtype}")
+        options.append(f"QUALITY={settings['quality']}")
+    return options
+
+
+def convert_to_cog(source: ImageSource, dest: Path, settings: dict,
+                   info: gdalio.RasterInfo, ds: gdal.Dataset) -> dict:
+    """Translate ``source`` into a COG at ``dest`` atomically; returns the sidecar fields."""
+    what = source.describe()
+    try:
+        options = cog_options(settings, info.dtype, info.bands)
+    except NdpatchError as err:
+        raise CacheConversionError(f"{what}: {err}") from None
+
+    def write(tmp: str) -> None:
+        out = gdal.Translate(tmp, ds, format="COG", creationOptions=options)
+        if out is None:
+            raise CacheConversionError(f"{what}: GDAL's COG driver returned nothing")
+        out.FlushCache()
+        del out
+
+    def validate(tmp: str) -> None:
+        check_cog(Path(tmp), info.height, info.width, info.bands)
+
+    try:
+        nbytes = atomic_publish(dest, write, validate)
+    except CacheConversionError:
+        raise
+    except (RuntimeError, OSError) as err:
+        raise CacheConversionError(f"{what}: converting to COG {dest} failed: {err}") from err
+    return {**_raster_fields(info), "kind": "cog", "file": dest.name, "nbytes": nbytes,
+            "in_place": False, "creation_options": options}
+
+
+def _raster_fields(info: gdalio.RasterInfo) -> dict:
+    return {"height": info.height, "width": info.width, "bands": info.bands,
+            "dtype": info.dtype.str, "nodata": info.nodata, "band_names": list(info.band_names)}
+
+
+def check_cog(path: Path, height: int, width: int, bands: int) -> None:
+    """Raise CorruptCacheError unless ``path`` opens as a tiled GeoTIFF of the given size."""
+    try:
+        ds = gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_READONLY, allowed_drivers=["GTiff"])
+        found = (ds.RasterYSize, ds.RasterXSize, ds.RasterCount)
+        ds.GetRasterBand(ds.RasterCount).GetOverview(0)  # reads the last IFD: fails if truncated
+        del ds
+    except RuntimeError as err:
+        raise CorruptCacheError(f"cache file {path} does not open as a GeoTIFF: {err}") from err
+    if found != (height, width, bands):
+        raise CorruptCacheError(f"cache file {path} is {found}, expected {(height, width, bands)}")
+
+
+def validate_cog(path: Path | None, sidecar: dict) -> None:
+    """Check a COG entry against its sidecar (size, header); in-place entries need nothing."""
+    if sidecar.get("in_place"):
+        return
+    size = path.stat().st_size if path is not None and path.exists() else None
+    if size != sidecar["nbytes"]:
+        raise CorruptCacheError(f"cache file {path} is {size} bytes, its sidecar says {sidecar['nbytes']}")
+    check_cog(path, sidecar["height"], sidecar["width"], sidecar["bands"])
+
+
+class CogBackend:
+    """Serve windows from tiled COGs converted on first touch (``backend='cog'``).
+
+    Args:
+        workdir: the cache root (default ``$NDPATCH_CACHE``, else the per-user cache dir).
+        blocksize: tile size in pixels (≥ 128).
+        compress: ``'ZSTD'`` / ``'DEFLATE'`` / ``'LZW'`` (lossless, with a predictor) or
+            ``'JPEG'`` (lossy, only when asked for); default ZSTD when available.
+        level: the codec's compression level (GDAL's default when None).
+        quality: JPEG quality.
+        overviews: write internal overviews.
+        in_place: read tiled lossless GeoTIFF sources without converting them.
+        threads: GDAL compression threads while converting.
+        content_hash: also key entries on a sha256 of the source bytes.
+    """
+
+    name = "cog"
+
+    def __init__(self, workdir: str | os.PathLike | None = None, blocksize: int = 256,
+                 compress: str | None = None, level: int | None = None, quality: int = 90,
+                 overviews: bool = True, in_place: bool = True, threads: str = "ALL_CPUS",
+                 content_hash: bool = False):
+        if int(blocksize) < 128 or int(blocksize) % 16:
+            raise NdpatchError(f"COG blocksize must be a multiple of 16 and >= 128, not {blocksize}")
+        self.store = CacheStore(cache_root(workdir))
+        self.settings = {"blocksize": int(blocksize), "compress": (compress or default_compress()).upper(),
+                         "level": level, "quality": int(quality), "overviews": bool(overviews),
+                         "in_place": bool(in_place)}
+        self.threads = threads
+        self.content_hash = content_hash
+        self._direct = DirectBackend()
+
+    def record(self, source: ImageSource) -> dict:
+        """What identifies this source's entry: source identity and settings (hashed into its key)."""
+        return {"source": source_identity(source.path, self.content_hash, source.describe()),
+                "settings": self.settings}
+
+    def key(self, source: ImageSource) -> str:
+        record = self.record(source)
+        return entry_key(record["source"], self.name, record["settings"])
+
+    def cached(self, source: ImageSource) -> bool:
+        """Whether ``source`` has a valid entry already (no conversion needed)."""
+        try:
+            sidecar = self.store.read_sidecar(self.key(source))
+            if sidecar is None:
+                return False
+            validate_cog(self.store.data_file(sidecar), sidecar)
+            return True
+        except CorruptCacheError:
+            return False
+
+    def build(self, source: ImageSource, dest: Path) -> dict:
+        """Decide in place or convert; returns the sidecar fields."""
+        ds = gdalio.open_dataset(source.path, source.describe())
+        info = gdalio.raster_info(ds)
+        if self.settings["in_place"] and readable_in_place(info):
+            return {**_raster_fields(info), "kind": "cog", "file": None, "nbytes": 0, "in_place": True,
+                    "source_layout": {"block_size": list(info.block_size), "compression": info.compression}}
+        return convert_to_cog(source, dest, {**self.settings, "threads": self.threads}, info, ds)
+
+    def ensure(self, source: ImageSource) -> CacheEntry:
+        record = self.record(source)
+        key = entry_key(record["source"], self.name, record["settings"])
+        dest = self.store.data_path(key, ".tif")
+        sidecar, converted = self.store.ensure(
+            key, record, validate_cog, lambda: self.build(source, dest), source.describe())
+        path = source.path if sidecar["in_place"] else str(dest)
+        if converted:
+            gdalio.POOL.forget(path)
+        return entry_from_sidecar(source, path, sidecar, converted)
+
+    def read_into(self, entry: CacheEntry, rows: slice, cols: slice,
+                  bands: list[int] | None, out: np.ndarray) -> None:
+        self._direct.read_into(entry, rows, cols, bands, out)
+
+
+class AutoBackend:
+    """Pick per image: in place (tiled lossless GeoTIFF), npy (≤ ``npy_max_mb`` decoded) or COG.
+
+    Entries are shared with explicit ``'npy'``/``'cog'`` backends of the same settings.
+    """
+
+    name = "auto"
+
+    def __init__(self, workdir: str | os.PathLike | None = None, npy_max_mb: float = 1024,
+                 content_hash: bool = False, **cog_options):
+        self.npy = NpyBackend(workdir, content_hash=content_hash)
+        self.cog = CogBackend(workdir, content_hash=content_hash, **cog_options)
+        self.npy_max_mb = npy_max_mb
+
+    def choose(self, source: ImageSource) -> NpyBackend | CogBackend:
+        """The backend this image goes to, by the rule in the module docstring."""
+        if self.npy.cached(source):
+            return self.npy
+        if self.cog.cached(source):
+            return self.cog
+        info = gdalio.raster_info(gdalio.POOL.get(source.path, source.describe()))
+        if self.cog.settings["in_place"] and readable_in_place(info):
+            return self.cog
+        decoded_mb = info.height * info.width * info.bands * info.dtype.itemsize / 2**20
+        return self.npy if decoded_mb <= self.npy_max_mb else self.cog
+
+    def cached(self, source: ImageSource) -> bool:
+        return self.npy.cached(source) or self.cog.cached(source)
+
+    def ensure(self, source: ImageSource) -> CacheEntry:
+        return self.choose(source).ensure(source)
+
+    def read_into(self, entry: CacheEntry, rows: slice, cols: slice,
+                  bands: list[int] | None, out: np.ndarray) -> None:
+        (self.npy if entry.kind == "npy" else self.cog).read_into(entry, rows, cols, bands, out)
