@@ -30,6 +30,7 @@ from ndpatch.cache.base import CacheEntry, read_window
 from ndpatch.errors import TargetError
 from ndpatch.index import DatasetIndex
 from ndpatch.target import Target, parse_target
+from ndpatch.video import is_video_target, load_video_sample
 
 
 class CocoSampler:
@@ -124,7 +125,11 @@ class CocoSampler:
         given), ``target`` (normalised; also as ``tr``), ``params`` (``offset``,
         ``sample_tlbr``, ``st_dims``, ``data_dims``, ``pad``, ``tf_rel_to_abs``),
         ``classes``, ``kp_classes`` and, when ``with_annots``, ``annots``.
+        Targets naming frames (``vidid`` / ``gids``) return T×H×W×C samples
+        (:func:`ndpatch.video.load_video_sample`).
         """
+        if is_video_target(target):
+            return load_video_sample(self, target, with_annots, annot_ids, visible_thresh, out)
         tr = self.parse(target)
         entry = self.entry(tr.gid)
         im = read_window(self.backend, entry, tr.rows, tr.cols, self._band_list(tr, entry),
@@ -216,7 +221,7 @@ class CocoSampler:
 
         order = sorted(range(len(parsed)), key=lambda i: (parsed[i].gid, parsed[i].rows.start))
         threads = BATCH_THREADS if threads is None else max(1, int(threads))
-        if threads > 1 and len(order) > 1 and any("raster" in entry.meta for entry in entries):
+        if threads > 1 and len(order) > 1 and any(entry.kind != "npy" for entry in entries):
             n = len(order)
             chunks = [order[k * n // threads:(k + 1) * n // threads] for k in range(threads)]
             for future in [_reader_pool(threads).submit(read, chunk) for chunk in chunks if chunk]:
