@@ -33,6 +33,10 @@ class UnknownAnnotationError(NdpatchError, _PlainKeyError):
     """An annotation id (aid) that the dataset does not have."""
 
 
+class UnknownVideoError(NdpatchError, _PlainKeyError):
+    """A video id (vidid) that the dataset does not have."""
+
+
 class DatasetError(NdpatchError, ValueError):
     """A dataset that cannot be loaded: missing, malformed json, bad records."""
 

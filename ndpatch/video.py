@@ -1,0 +1,564 @@
+"""Space-time samples: frames of a video (or a list of images) warped into one pixel grid.
+
+A video target names frames and a spatial window in *video* pixels:
+
+- ``vidid`` (all frames, in frame order), ``vidid`` + ``time_slice`` (a slice of
+  that order) or ``gids`` (chosen frames, in the given order);
+- ``cx, cy, width, height`` or ``space_slice`` (default: the whole video); ``aid``
+  alone centres the window on that annotation's box in video space;
+- optional ``pad``, ``channels`` (e.g. ``'r|g|b'``; default: every channel any
+  frame has), ``dtype``, ``fill``/``nodata``, ``interpolation`` (``'linear'``,
+  the default, or ``'nearest'``).
+
+``im`` is T×H×W×C. Each asset (file) of each frame is mapped to video pixels by
+kwcoco's ``warp_aux_to_img`` and ``warp_img_to_vid``: an integer translation is a
+plain padded window read (bit-exact), anything else reads the source's bounding
+window and resamples it with ``kwimage.warp_affine`` (pixel-corner convention, as
+kwcoco's delayed images). Channels a frame lacks are filled with the fill value
+and listed in ``params['missing_channels']``. ``annots['frame_dets']`` holds one
+``kwimage.Detections`` per frame, in the window's pixel frame, with
+``track_ids``. Frames are opened through the sampler's backend only when a
+target asks for them; each asset is its own cache entry.
+
+Example:
+    >>> import kwcoco, ndpatch
+    >>> dset = kwcoco.CocoDataset.demo("vidshapes1-frames3", image_size=(64, 64), verbose=0)
+    >>> sampler = ndpatch.CocoSampler(dset)
+    >>> sample = sampler.load_sample({"vidid": 1, "time_slice": slice(1, 3),
+    ...                               "space_slice": (slice(8, 40), slice(-4, 20))})
+    >>> sample["im"].shape
+    (2, 32, 24, 3)
+    >>> sample["params"]["gids"], len(sample["annots"]["frame_dets"])
+    ([2, 3], 2)
+"""
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ndpatch.annots import ImageAnnots
+from ndpatch.cache.base import CacheEntry, ImageSource, fill_value, read_window
+from ndpatch.errors import ChannelError, DatasetError, TargetError, UnknownVideoError
+from ndpatch.index import DEFAULT_CHANNELS, resolve_path
+from ndpatch.target import Window, window_from_center
+
+#: Interpolations a target may ask for (kwimage names).
+INTERPOLATIONS = ("linear", "nearest")
+
+#: Dtypes OpenCV warps natively; others are warped as float64 and cast back.
+_WARP_DTYPES = {np.dtype(t) for t in ("uint8", "uint16", "int16", "float32", "float64")}
+
+#: Pixels of source context read around a resampled window (linear needs 1).
+_MARGIN = 2
+
+
+def is_video_target(target: Any) -> bool:
+    """True when a target names frames (``vidid``/``video_id`` or ``gids``).
+
+    Example:
+        >>> is_video_target({"vidid": 1}), is_video_target({"gid": 1})
+        (True, False)
+    """
+    return isinstance(target, dict) and any(
+        target.get(key) is not None for key in ("vidid", "video_id", "gids"))
+
+
+# -- frames: assets, channels and warps ---------------------------------------------
+@dataclass(frozen=True, slots=True)
+class FrameAsset:
+    """One file of a frame: its cache entry, channel names and warp from video pixels."""
+
+    entry: CacheEntry
+    channels: tuple[str, ...]
+    asset_from_vid: np.ndarray
+    shift: tuple[int, int] | None  # (dx, dy) when asset_from_vid is an integer translation
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One image of a video: its assets and the warp from image to video pixels."""
+
+    gid: int
+    assets: tuple[FrameAsset, ...]
+    vid_from_img: np.ndarray
+    channels: tuple[str, ...]
+
+    def describe(self) -> str:
+        paths = ", ".join(asset.entry.source for asset in self.assets)
+        return f"image {self.gid} ({paths})"
+
+    def locate(self, channel: str | int) -> tuple[int, int] | None:
+        """``(asset index, band)`` of a channel name or frame band index; None when missing."""
+        if isinstance(channel, (int, np.integer)):
+            if not 0 <= channel < len(self.channels):
+                raise ChannelError(f"{self.describe()} has {len(self.channels)} bands; "
+                                   f"band index {channel} is out of range")
+            channel = self.channels[channel]
+        for i, asset in enumerate(self.assets):
+            if channel in asset.channels:
+                return i, asset.channels.index(channel)
+        return None
+
+
+def _matrix(warp: Any) -> np.ndarray:
+    """A 3×3 float matrix from a kwcoco warp record (None is the identity)."""
+    if warp is None:
+        return np.eye(3)
+    import kwimage
+    return np.asarray(kwimage.Affine.coerce(warp).matrix, dtype=np.float64)
+
+
+def _integer_shift(matrix: np.ndarray) -> tuple[int, int] | None:
+    """``(dx, dy)`` when the matrix is a translation by whole pixels, else None."""
+    tx, ty = matrix[0, 2], matrix[1, 2]
+    if np.allclose(matrix[:2, :2], np.eye(2), rtol=0, atol=1e-12) and \
+            abs(tx - round(tx)) < 1e-9 and abs(ty - round(ty)) < 1e-9:
+        return int(round(tx)), int(round(ty))
+    return None
+
+
+class VideoFrames:
+    """Per-sampler memo of frame layouts and video frame orders."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+        self._frames: dict[int, Frame] = {}
+        self._entries: dict[str, CacheEntry] = {}
+        self._orders: dict[int, list[int]] = {}
+
+    def video(self, vidid: int) -> dict:
+        """The video record; unknown ids raise UnknownVideoError."""
+        dset = self.sampler.dset
+        try:
+            return dset.index.videos[vidid]
+        except (KeyError, TypeError):
+            raise UnknownVideoError(f"unknown video id {vidid!r} in dataset {dset.fpath}") from None
+
+    def order(self, vidid: int) -> list[int]:
+        """The image ids of a video, by frame index."""
+        gids = self._orders.get(vidid)
+        if gids is None:
+            self.video(vidid)
+            dset = self.sampler.dset
+            gids = sorted(dset.index.vidid_to_gids.get(vidid, ()),
+                          key=lambda gid: (dset.index.imgs[gid].get("frame_index", 0), gid))
+            self._orders[vidid] = gids
+        return gids
+
+    def frame(self, gid: int) -> Frame:
+        """The layout of image ``gid``, opening (or converting) its assets on first use."""
+        frame = self._frames.get(gid)
+        if frame is None:
+            frame = self._build(gid)
+            self._frames[gid] = frame
+        return frame
+
+    def _build(self, gid: int) -> Frame:
+        index = self.sampler.index
+        img = index.image(gid)
+        vid_from_img = _matrix(img.get("warp_img_to_vid")) if img.get("video_id") is not None \
+            else np.eye(3)
+        records = ([{"file_name": img["file_name"], "channels": img.get("channels")}]
+                   if img.get("file_name") else [])
+        records += img.get("assets") or img.get("auxiliary") or []
+        if not records:
+            raise DatasetError(f"image {gid} has no file_name and no assets")
+        assets = []
+        for record in records:
+            if len(records) == 1:
+                entry = self.sampler.entry(gid)
+                declared = index.source(gid).channels
+            else:
+                entry, declared = self._asset_entry(gid, record)
+            channels = declared or DEFAULT_CHANNELS.get(entry.bands) or \
+                tuple(str(b) for b in range(entry.bands))
+            vid_from_asset = vid_from_img @ _matrix(record.get("warp_aux_to_img"))
+            asset_from_vid = np.linalg.inv(vid_from_asset)
+            assets.append(FrameAsset(entry, tuple(channels), asset_from_vid,
+                                     _integer_shift(asset_from_vid)))
+        channels = tuple(dict.fromkeys(c for asset in assets for c in asset.channels))
+        return Frame(gid, tuple(assets), vid_from_img, channels)
+
+    def _asset_entry(self, gid: int, record: dict) -> tuple[CacheEntry, tuple[str, ...] | None]:
+        from delayed_image.channel_spec import FusedChannelSpec
+        path = resolve_path(self.sampler.index.bundle_dpath, record["file_name"])
+        declared = record.get("channels")
+        if declared is not None:
+            declared = tuple(FusedChannelSpec.coerce(declared).normalize().as_list())
+        entry = self._entries.get(path)
+        if entry is None:
+            entry = self.sampler.backend.ensure(ImageSource(gid=gid, path=path, channels=declared))
+            self._entries[path] = entry
+        return entry, declared
+
+
+_MEMOS: "weakref.WeakKeyDictionary[Any, VideoFrames]" = weakref.WeakKeyDictionary()
+
+
+def video_frames(sampler) -> VideoFrames:
+    """The frame memo of a sampler (made on first use, dropped with the sampler)."""
+    memo = _MEMOS.get(sampler)
+    if memo is None:
+        memo = _MEMOS[sampler] = VideoFrames(sampler)
+    return memo
+
+
+# -- targets ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class VideoTarget:
+    """A parsed video target: frames, a window in video pixels, how to read it."""
+
+    vidid: int | None
+    gids: tuple[int, ...]
+    time_slice: slice | None
+    space_slice: Window
+    space_dims: tuple[int, int]
+    pad: tuple[int, int] = (0, 0)
+    channels: tuple[str | int, ...] | None = None
+    dtype: np.dtype | None = None
+    fill: float | None = None
+    interpolation: str = "linear"
+
+    @property
+    def rows(self) -> slice:
+        return slice(self.space_slice[0].start - self.pad[0], self.space_slice[0].stop + self.pad[0])
+
+    @property
+    def cols(self) -> slice:
+        return slice(self.space_slice[1].start - self.pad[1], self.space_slice[1].stop + self.pad[1])
+
+
+def _ints(value: Any, what: str, name: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in (value if np.ndim(value) else [value]))
+    except (TypeError, ValueError):
+        raise TargetError(f"{what}: {name} must be an int or ints, got {value!r}") from None
+    return values
+
+
+def _window(target: dict, what: str, space_dims: tuple[int, int], aid_box) -> Window:
+    if target.get("space_slice") is not None:
+        window = []
+        for axis, s in zip(("rows", "cols"), target["space_slice"]):
+            if not isinstance(s, slice) or s.start is None or s.stop is None or s.step not in (None, 1):
+                raise TargetError(f"{what}: space_slice {axis} must be a slice with start, stop "
+                                  f"and step 1, got {s!r}")
+            if int(s.stop) <= int(s.start):
+                raise TargetError(f"{what}: space_slice {axis} is empty: {s!r}")
+            window.append(slice(int(s.start), int(s.stop)))
+        return window[0], window[1]
+    if target.get("cx") is not None or target.get("cy") is not None:
+        sizes = []
+        for key in ("cx", "cy", "width", "height"):
+            value = target.get(key)
+            if not isinstance(value, (int, float, np.number)) or not math.isfinite(value) or \
+                    (key in ("width", "height") and value <= 0):
+                raise TargetError(f"{what}: a centred target needs finite cx, cy and positive "
+                                  f"width, height; {key} is {value!r}")
+            sizes.append(float(value))
+        return window_from_center(*sizes)
+    if aid_box is not None:
+        x, y, w, h = aid_box
+        w, h = max(w, 1.0), max(h, 1.0)
+        return window_from_center(x + w / 2, y + h / 2, w, h)
+    return slice(0, space_dims[0]), slice(0, space_dims[1])
+
+
+def parse_video_target(target: dict, frames: VideoFrames) -> VideoTarget:
+    """Parse a target dict naming frames into a :class:`VideoTarget`."""
+    index = frames.sampler.index
+    vidid = target.get("vidid", target.get("video_id"))
+    gids = target.get("gids")
+    time_slice = target.get("time_slice")
+    what = f"video {vidid}" if vidid is not None else f"images {gids!r}"
+    if gids is not None:
+        gids = _ints(gids, what, "gids")
+        if not gids:
+            raise TargetError(f"{what}: gids is empty")
+        vidids = {index.image(gid).get("video_id") for gid in gids}
+        if len(vidids) > 1:
+            raise TargetError(f"{what}: the frames belong to different videos {sorted(vidids, key=str)}")
+        frame_vidid = vidids.pop()
+        if vidid is not None and frame_vidid != vidid:
+            raise TargetError(f"{what}: image {gids[0]} belongs to video {frame_vidid}, not {vidid}")
+        vidid = frame_vidid
+        if time_slice is not None:
+            raise TargetError(f"{what}: give gids or time_slice, not both")
+    else:
+        vidid = _ints(vidid, what, "vidid")[0]
+        order = frames.order(vidid)
+        if time_slice is not None:
+            if not isinstance(time_slice, slice):
+                raise TargetError(f"{what}: time_slice must be a slice, got {time_slice!r}")
+            gids = tuple(order[time_slice])
+        else:
+            gids = tuple(order)
+        if not gids:
+            raise TargetError(f"{what}: no frames in time_slice {time_slice!r} of {len(order)} frames")
+
+    if vidid is not None:
+        video = frames.video(vidid)
+        space_dims = (int(video["height"]), int(video["width"]))
+    else:
+        entry = frames.frame(gids[0]).assets[0].entry
+        space_dims = index.image_dims(gids[0]) or (entry.height, entry.width)
+
+    aid_box = None
+    if target.get("aid") is not None:
+        gid, x, y, w, h = index.annotation_box(target["aid"])
+        if gid not in gids:
+            raise TargetError(f"{what}: annotation {target['aid']} is on image {gid}, not one of the frames")
+        aid_box = _warp_boxes(np.array([[x, y, w, h]]), frames.frame(gid).vid_from_img)[0]
+    window = _window(target, what, space_dims, aid_box)
+
+    pad = target.get("pad") or 0
+    pad = _ints(pad, what, "pad")
+    pad = pad * 2 if len(pad) == 1 else pad
+    if len(pad) != 2 or min(pad) < 0:
+        raise TargetError(f"{what}: pad must be a non-negative int or (rows, cols), got {target['pad']!r}")
+
+    channels = target.get("channels")
+    if isinstance(channels, str):
+        from delayed_image.channel_spec import FusedChannelSpec
+        channels = FusedChannelSpec.coerce(channels).normalize().as_list()
+    elif isinstance(channels, (int, np.integer)):
+        channels = [channels]
+    interpolation = target.get("interpolation", "linear")
+    if interpolation not in INTERPOLATIONS:
+        raise TargetError(f"{what}: interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    dtype = target.get("dtype")
+    fill = target.get("fill", target.get("nodata"))
+    if isinstance(fill, str):
+        if fill not in ("float", "nan"):
+            raise TargetError(f"{what}: nodata must be a number, 'float' or 'nan', got {fill!r}")
+        fill, dtype = math.nan, dtype or np.float32
+    return VideoTarget(
+        vidid=vidid, gids=gids, time_slice=time_slice, space_slice=window, space_dims=space_dims,
+        pad=(pad[0], pad[1]), channels=None if channels is None else tuple(channels),
+        dtype=None if dtype is None else np.dtype(dtype), fill=fill, interpolation=interpolation,
+    )
+
+
+# -- pixels -----------------------------------------------------------------------
+def warped_window(backend, entry: CacheEntry, asset_from_vid: np.ndarray, rows: slice, cols: slice,
+                  bands: list[int] | None, fill: float | None, dtype: np.dtype,
+                  interpolation: str = "linear") -> np.ndarray:
+    """The video-space window ``rows × cols`` of an asset whose pixels map to video by a warp.
+
+    Reads only the asset's bounding window (plus a small margin, padded with the
+    fill value past the asset) and resamples it with ``kwimage.warp_affine``.
+
+    Example:
+        >>> import numpy as np
+        >>> entry = CacheEntry(gid=1, source="mem", path="mem", kind="test", height=2, width=2,
+        ...                    bands=1, dtype=np.dtype("uint8"), nodata=None, band_names=("gray",))
+        >>> class Count:
+        ...     def read_into(self, entry, rows, cols, bands, out):
+        ...         out[..., 0] = np.arange(4).reshape(2, 2)[rows, cols]
+        >>> half = np.diag([0.5, 0.5, 1.0])  # video pixels are twice as large
+        >>> warped_window(Count(), entry, half, slice(0, 4), slice(0, 4), None, None,
+        ...               np.dtype("uint8"), "nearest")[..., 0]
+        array([[0, 0, 1, 1],
+               [0, 0, 1, 1],
+               [2, 2, 3, 3],
+               [2, 2, 3, 3]], dtype=uint8)
+    """
+    import kwimage
+    height, width = rows.stop - rows.start, cols.stop - cols.start
+    n_bands = entry.bands if bands is None else len(bands)
+    value = fill_value(entry, fill, dtype)
+    asset_from_out = asset_from_vid @ _translate(cols.start, rows.start)
+    corners = asset_from_out @ np.array([[0, width, width, 0], [0, 0, height, height], [1, 1, 1, 1]])
+    x0 = max(math.floor(corners[0].min()) - _MARGIN, -_MARGIN)
+    x1 = min(math.ceil(corners[0].max()) + _MARGIN, entry.width + _MARGIN)
+    y0 = max(math.floor(corners[1].min()) - _MARGIN, -_MARGIN)
+    y1 = min(math.ceil(corners[1].max()) + _MARGIN, entry.height + _MARGIN)
+    if x1 <= x0 or y1 <= y0:
+        return np.full((height, width, n_bands), value, dtype=dtype)
+    work = dtype if dtype in _WARP_DTYPES else np.dtype(np.float64)
+    piece = read_window(backend, entry, slice(y0, y1), slice(x0, x1), bands, fill, work)
+    out_from_piece = np.linalg.inv(asset_from_out) @ _translate(x0, y0)
+    warped = kwimage.warp_affine(piece, out_from_piece, dsize=(width, height),
+                                 interpolation=interpolation, border_value=value,
+                                 antialias=False, origin_convention="corner")
+    warped = warped.reshape(height, width, n_bands)
+    if work != dtype:
+        warped = (np.rint(warped) if dtype.kind in "iub" else warped).astype(dtype)
+    return warped
+
+
+def _translate(x: float, y: float) -> np.ndarray:
+    return np.array([[1.0, 0.0, x], [0.0, 1.0, y], [0.0, 0.0, 1.0]])
+
+
+def _read_frame(backend, frame: Frame, tr: VideoTarget, channels: tuple, dtype: np.dtype,
+                out: np.ndarray) -> tuple[str, ...]:
+    """Fill ``out`` (H×W×C) with one frame's channels; returns the names it lacks."""
+    by_asset: dict[int, tuple[list[int], list[int]]] = {}
+    missing = []
+    for position, channel in enumerate(channels):
+        found = frame.locate(channel)
+        if found is None:
+            missing.append(channel)
+            out[..., position] = 0 if tr.fill is None else tr.fill
+            continue
+        bands, positions = by_asset.setdefault(found[0], ([], []))
+        bands.append(found[1])
+        positions.append(position)
+    rows, cols = tr.rows, tr.cols
+    for asset_index, (bands, positions) in by_asset.items():
+        asset = frame.assets[asset_index]
+        contiguous = positions == list(range(positions[0], positions[0] + len(positions)))
+        if asset.shift is not None:
+            dx, dy = asset.shift
+            target = out[..., positions[0]:positions[-1] + 1] if contiguous else None
+            pixels = read_window(backend, asset.entry, slice(rows.start + dy, rows.stop + dy),
+                                 slice(cols.start + dx, cols.stop + dx), bands, tr.fill, dtype,
+                                 target)
+        else:
+            pixels = warped_window(backend, asset.entry, asset.asset_from_vid, rows, cols, bands,
+                                   tr.fill, dtype, tr.interpolation)
+        if not (asset.shift is not None and contiguous):
+            out[..., positions] = pixels
+    return tuple(str(c) for c in missing)
+
+
+# -- annotations -------------------------------------------------------------------
+def _warp_boxes(boxes: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """xywh boxes → the xywh bounding boxes of their warped corners."""
+    x0, y0 = boxes[:, 0], boxes[:, 1]
+    x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
+    xs = np.stack([x0, x1, x1, x0], axis=1)
+    ys = np.stack([y0, y0, y1, y1], axis=1)
+    wx = matrix[0, 0] * xs + matrix[0, 1] * ys + matrix[0, 2]
+    wy = matrix[1, 0] * xs + matrix[1, 1] * ys + matrix[1, 2]
+    left, top = wx.min(axis=1), wy.min(axis=1)
+    return np.stack([left, top, wx.max(axis=1) - left, wy.max(axis=1) - top], axis=1)
+
+
+def frame_detections(sampler, frame: Frame, rel_frame_index: int, x0: int, y0: int, x1: int,
+                     y1: int, visible_thresh: float = 0.0, annot_ids=None):
+    """The annotations of a frame that touch the video window, in the window's pixel frame.
+
+    Returns a ``kwimage.Detections`` with ``aids``, ``cids`` and ``track_ids``
+    (-1 for annotations without one); ``meta`` has ``gid`` and ``rel_frame_index``.
+    """
+    image_annots = sampler.index.image_annots(frame.gid)
+    identity = np.array_equal(frame.vid_from_img, np.eye(3))
+    in_video = image_annots if identity else ImageAnnots(
+        aids=image_annots.aids, cids=image_annots.cids, anns=image_annots.anns,
+        boxes=_warp_boxes(image_annots.boxes, frame.vid_from_img), dset=image_annots.dset)
+    idxs = in_video.select(x0, y0, x1, y1, visible_thresh, annot_ids)
+    dets = image_annots.detections().take(idxs)
+    if identity:
+        dets = dets.translate((-x0, -y0))
+    else:
+        import kwimage
+        dets = dets.warp(kwimage.Affine(_translate(-x0, -y0) @ frame.vid_from_img))
+        bx, by, bw, bh = in_video.boxes[idxs].T  # exact bounds, not float32 corners
+        dets.data["boxes"] = kwimage.Boxes(np.stack([bx - x0, by - y0, bw, bh], axis=1), "xywh")
+    track_ids = [image_annots.anns[i].get("track_id") for i in idxs]
+    dets.data["track_ids"] = np.array([-1 if t is None else t for t in track_ids],
+                                      dtype=np.int64 if all(isinstance(t, (int, type(None)))
+                                                            for t in track_ids) else object)
+    dets.meta["gid"] = frame.gid
+    dets.meta["rel_frame_index"] = rel_frame_index
+    return dets
+
+
+# -- samples ----------------------------------------------------------------------
+def load_video_sample(sampler, target: dict, with_annots: bool = True, annot_ids=None,
+                      visible_thresh: float = 0.0, out: np.ndarray | None = None) -> dict:
+    """Read a T×H×W×C space-time window and each frame's annotations (see the module doc).
+
+    ``params`` holds ndsampler's keys (``offset``, ``tf_rel_to_abs`` to video
+    pixels, ``sample_tlbr``, ``st_dims``, ``data_dims``, ``pad``) and ``gids``,
+    ``channels`` (names of the C axis), ``missing_channels`` (per frame),
+    ``interpolation`` and ``tf_rel_to_img`` (per frame, sample pixels → image pixels).
+    """
+    import kwimage
+    frames = video_frames(sampler)
+    tr = parse_video_target(target, frames)
+    frame_list = [frames.frame(gid) for gid in tr.gids]
+    channels = tr.channels
+    if channels is None:
+        channels = tuple(dict.fromkeys(c for frame in frame_list for c in frame.channels))
+    located = [[frame.locate(c) for c in channels] for frame in frame_list]
+    dtype = tr.dtype
+    if dtype is None:
+        used = {frame.assets[found[0]].entry.dtype
+                for frame, founds in zip(frame_list, located) for found in founds if found}
+        used = used or {asset.entry.dtype for frame in frame_list for asset in frame.assets}
+        dtype = np.result_type(*used)
+    rows, cols = tr.rows, tr.cols
+    height, width = rows.stop - rows.start, cols.stop - cols.start
+    shape = (len(frame_list), height, width, len(channels))
+    if out is None:
+        out = np.empty(shape, dtype=dtype)
+    elif out.shape != shape or out.dtype != dtype:
+        raise TargetError(f"{frame_list[0].describe()}: out buffer is {out.shape} {out.dtype}, "
+                          f"the window needs {shape} {dtype}")
+    missing = [_read_frame(sampler.backend, frame, tr, channels, dtype, out[t])
+               for t, frame in enumerate(frame_list)]
+
+    x0, y0, x1, y1 = cols.start, rows.start, cols.stop, rows.stop
+    n_video = len(frames.order(tr.vidid)) if tr.vidid is not None else len(tr.gids)
+    data_dims = (n_video, *tr.space_dims)
+    time_slice = tr.time_slice if tr.time_slice is not None else slice(0, len(tr.gids))
+    space_slice = tr.space_slice
+    normalized = {
+        **target, "vidid": tr.vidid, "gids": list(tr.gids), "time_slice": time_slice,
+        "space_slice": space_slice, "slices": (time_slice, *space_slice), "pad": tr.pad,
+        "space_dims": tr.space_dims, "data_dims": data_dims, "channels": "|".join(map(str, channels)),
+        "interpolation": tr.interpolation,
+        "window_dims": (len(tr.gids), space_slice[0].stop - space_slice[0].start,
+                        space_slice[1].stop - space_slice[1].start),
+    }
+    tf_rel_to_abs = kwimage.Affine.translate((x0, y0))
+    sample = {
+        "im": out,
+        "target": normalized,
+        "tr": normalized,
+        "params": {
+            "offset": np.array([-x0, -y0]),
+            "tf_rel_to_abs": tf_rel_to_abs,
+            "sample_tlbr": kwimage.Boxes(np.array([x0, y0, x1, y1]), "ltrb"),
+            "st_dims": [(time_slice.start, time_slice.stop), (y0, y1), (x0, x1)],
+            "data_dims": data_dims,
+            "pad": tr.pad,
+            "gids": list(tr.gids),
+            "channels": tuple(channels),
+            "missing_channels": missing,
+            "interpolation": tr.interpolation,
+            "tf_rel_to_img": [kwimage.Affine(np.linalg.inv(frame.vid_from_img)) @ tf_rel_to_abs
+                              for frame in frame_list],
+        },
+        "classes": sampler.classes,
+    }
+    if with_annots:
+        frame_dets = [frame_detections(sampler, frame, t, x0, y0, x1, y1, visible_thresh, annot_ids)
+                      for t, frame in enumerate(frame_list)]
+        sample["annots"] = _stack_annots(frame_dets)
+        sample["kp_classes"] = sampler.kp_classes
+    return sample
+
+
+def _stack_annots(frame_dets: list) -> dict:
+    """ndsampler's flat ``annots`` keys over every frame, plus ``frame_dets``."""
+    import kwimage
+    stacked = kwimage.Detections.concatenate(frame_dets)
+    return {
+        "aids": stacked.data["aids"],
+        "cids": stacked.data["cids"],
+        "track_ids": stacked.data["track_ids"],
+        "rel_frame_index": np.concatenate(
+            [np.full(len(d), d.meta["rel_frame_index"], dtype=np.int64) for d in frame_dets]),
+        "rel_boxes": stacked.boxes,
+        "rel_ssegs": stacked.data.get("segmentations"),
+        "rel_kpts": stacked.data.get("keypoints"),
+        "frame_dets": frame_dets,
+    }
