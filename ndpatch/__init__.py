@@ -9,7 +9,7 @@ Example:
 from ndpatch import gdalio  # noqa: F401  (applies GDAL settings first)
 from ndpatch.errors import (CacheConversionError, ChannelError, CorruptCacheError, DatasetError,
                             NdpatchError, SourceReadError, TargetError, UnknownAnnotationError,
-                            UnknownImageError)
+                            UnknownImageError, UnknownVideoError)
 from ndpatch.sampler import CocoSampler
 from ndpatch.target import Target
 
@@ -19,4 +19,5 @@ __all__ = [
     "CocoSampler", "Target",
     "NdpatchError", "UnknownImageError", "UnknownAnnotationError", "DatasetError", "TargetError",
     "ChannelError", "SourceReadError", "CorruptCacheError", "CacheConversionError",
+    "UnknownVideoError",
 ]

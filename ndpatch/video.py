@@ -8,14 +8,16 @@ A video target names frames and a spatial window in *video* pixels:
   alone centres the window on that annotation's box in video space;
 - optional ``pad``, ``channels`` (e.g. ``'r|g|b'``; default: every channel any
   frame has), ``dtype``, ``fill``/``nodata``, ``interpolation`` (``'linear'``,
-  the default, or ``'nearest'``).
+  the default, or ``'nearest'``) and ``antialias`` (default: on for linear).
 
 ``im`` is T×H×W×C. Each asset (file) of each frame is mapped to video pixels by
-kwcoco's ``warp_aux_to_img`` and ``warp_img_to_vid``: an integer translation is a
-plain padded window read (bit-exact), anything else reads the source's bounding
-window and resamples it with ``kwimage.warp_affine`` (pixel-corner convention, as
-kwcoco's delayed images). Channels a frame lacks are filled with the fill value
-and listed in ``params['missing_channels']``. ``annots['frame_dets']`` holds one
+kwcoco's ``warp_aux_to_img`` and ``warp_img_to_vid`` and read one of three ways:
+an integer translation is a plain padded window read (bit-exact); scale +
+translation is a GDAL resampled read (:func:`ndpatch.warp.read_resampled`);
+any other affine reads the asset's bounding window and resamples it here
+(:func:`warped_window`). Pixel-corner convention throughout, like kwcoco.
+Channels a frame lacks are filled with the fill value (default 0) and listed
+in ``params['missing_channels']``. ``annots['frame_dets']`` holds one
 ``kwimage.Detections`` per frame, in the window's pixel frame, with
 ``track_ids``. Frames are opened through the sampler's backend only when a
 target asks for them; each asset is its own cache entry.
@@ -45,6 +47,7 @@ from ndpatch.cache.base import CacheEntry, ImageSource, fill_value, read_window
 from ndpatch.errors import ChannelError, DatasetError, TargetError, UnknownVideoError
 from ndpatch.index import DEFAULT_CHANNELS, resolve_path
 from ndpatch.target import Window, window_from_center
+from ndpatch.warp import read_resampled
 
 #: Interpolations a target may ask for (kwimage names).
 INTERPOLATIONS = ("linear", "nearest")
@@ -76,6 +79,7 @@ class FrameAsset:
     channels: tuple[str, ...]
     asset_from_vid: np.ndarray
     shift: tuple[int, int] | None  # (dx, dy) when asset_from_vid is an integer translation
+    axis_aligned: bool  # scale + translation only: resampled by GDAL (ndpatch.warp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,11 @@ def _integer_shift(matrix: np.ndarray) -> tuple[int, int] | None:
             abs(tx - round(tx)) < 1e-9 and abs(ty - round(ty)) < 1e-9:
         return int(round(tx)), int(round(ty))
     return None
+
+
+def _axis_aligned(matrix: np.ndarray) -> bool:
+    """True when the matrix only scales (positively) and translates."""
+    return abs(matrix[0, 1]) < 1e-9 and abs(matrix[1, 0]) < 1e-9 and matrix[0, 0] > 0 and matrix[1, 1] > 0
 
 
 class VideoFrames:
@@ -179,7 +188,7 @@ class VideoFrames:
             vid_from_asset = vid_from_img @ _matrix(record.get("warp_aux_to_img"))
             asset_from_vid = np.linalg.inv(vid_from_asset)
             assets.append(FrameAsset(entry, tuple(channels), asset_from_vid,
-                                     _integer_shift(asset_from_vid)))
+                                     _integer_shift(asset_from_vid), _axis_aligned(asset_from_vid)))
         channels = tuple(dict.fromkeys(c for asset in assets for c in asset.channels))
         return Frame(gid, tuple(assets), vid_from_img, channels)
 
@@ -222,6 +231,7 @@ class VideoTarget:
     dtype: np.dtype | None = None
     fill: float | None = None
     interpolation: str = "linear"
+    antialias: bool = True
 
     @property
     def rows(self) -> slice:
@@ -340,17 +350,21 @@ def parse_video_target(target: dict, frames: VideoFrames) -> VideoTarget:
         vidid=vidid, gids=gids, time_slice=time_slice, space_slice=window, space_dims=space_dims,
         pad=(pad[0], pad[1]), channels=None if channels is None else tuple(channels),
         dtype=None if dtype is None else np.dtype(dtype), fill=fill, interpolation=interpolation,
+        antialias=bool(target.get("antialias", interpolation != "nearest")),
     )
 
 
 # -- pixels -----------------------------------------------------------------------
 def warped_window(backend, entry: CacheEntry, asset_from_vid: np.ndarray, rows: slice, cols: slice,
                   bands: list[int] | None, fill: float | None, dtype: np.dtype,
-                  interpolation: str = "linear") -> np.ndarray:
-    """The video-space window ``rows × cols`` of an asset whose pixels map to video by a warp.
+                  interpolation: str = "linear", antialias: bool = False) -> np.ndarray:
+    """The video-space window ``rows × cols`` of an asset mapped to video by any affine warp.
 
-    Reads only the asset's bounding window (plus a small margin, padded with the
-    fill value past the asset) and resamples it with ``kwimage.warp_affine``.
+    Reads only the asset's bounding window (plus a margin, padded with the fill
+    value past the asset). ``nearest`` takes, for each output pixel centre, the
+    asset pixel holding its exact (float64) source point (fill when that point is
+    not strictly inside the asset, as :mod:`ndpatch.warp`); ``linear`` resamples
+    with ``kwimage.warp_affine`` (pixel-corner convention, like kwcoco).
 
     Example:
         >>> import numpy as np
@@ -359,32 +373,47 @@ def warped_window(backend, entry: CacheEntry, asset_from_vid: np.ndarray, rows: 
         >>> class Count:
         ...     def read_into(self, entry, rows, cols, bands, out):
         ...         out[..., 0] = np.arange(4).reshape(2, 2)[rows, cols]
-        >>> half = np.diag([0.5, 0.5, 1.0])  # video pixels are twice as large
-        >>> warped_window(Count(), entry, half, slice(0, 4), slice(0, 4), None, None,
+        >>> half = np.diag([0.5, 0.5, 1.0])  # video pixels are half as large
+        >>> warped_window(Count(), entry, half, slice(0, 4), slice(0, 5), None, None,
         ...               np.dtype("uint8"), "nearest")[..., 0]
-        array([[0, 0, 1, 1],
-               [0, 0, 1, 1],
-               [2, 2, 3, 3],
-               [2, 2, 3, 3]], dtype=uint8)
+        array([[0, 0, 1, 1, 0],
+               [0, 0, 1, 1, 0],
+               [2, 2, 3, 3, 0],
+               [2, 2, 3, 3, 0]], dtype=uint8)
     """
-    import kwimage
     height, width = rows.stop - rows.start, cols.stop - cols.start
     n_bands = entry.bands if bands is None else len(bands)
     value = fill_value(entry, fill, dtype)
     asset_from_out = asset_from_vid @ _translate(cols.start, rows.start)
     corners = asset_from_out @ np.array([[0, width, width, 0], [0, 0, height, height], [1, 1, 1, 1]])
-    x0 = max(math.floor(corners[0].min()) - _MARGIN, -_MARGIN)
-    x1 = min(math.ceil(corners[0].max()) + _MARGIN, entry.width + _MARGIN)
-    y0 = max(math.floor(corners[1].min()) - _MARGIN, -_MARGIN)
-    y1 = min(math.ceil(corners[1].max()) + _MARGIN, entry.height + _MARGIN)
+    margin = _MARGIN
+    if antialias and interpolation != "nearest":
+        margin += math.ceil(2 * max(np.abs(asset_from_out[:2, :2]).sum(axis=1)))
+    x0 = max(math.floor(corners[0].min()) - margin, -margin)
+    x1 = min(math.ceil(corners[0].max()) + margin, entry.width + margin)
+    y0 = max(math.floor(corners[1].min()) - margin, -margin)
+    y1 = min(math.ceil(corners[1].max()) + margin, entry.height + margin)
     if x1 <= x0 or y1 <= y0:
         return np.full((height, width, n_bands), value, dtype=dtype)
+    if interpolation == "nearest":
+        piece = read_window(backend, entry, slice(y0, y1), slice(x0, x1), bands, fill, dtype)
+        centres_c = np.arange(width) + 0.5
+        centres_r = (np.arange(height) + 0.5)[:, None]
+        m = asset_from_out
+        sx = m[0, 0] * centres_c + m[0, 1] * centres_r + m[0, 2]
+        sy = m[1, 0] * centres_c + m[1, 1] * centres_r + m[1, 2]
+        inside = (sx > 0) & (sx < entry.width) & (sy > 0) & (sy < entry.height)  # as ndpatch.warp
+        warped = np.full((height, width, n_bands), value, dtype=dtype)
+        warped[inside] = piece[np.floor(sy[inside]).astype(np.intp) - y0,
+                               np.floor(sx[inside]).astype(np.intp) - x0]
+        return warped
+    import kwimage
     work = dtype if dtype in _WARP_DTYPES else np.dtype(np.float64)
     piece = read_window(backend, entry, slice(y0, y1), slice(x0, x1), bands, fill, work)
     out_from_piece = np.linalg.inv(asset_from_out) @ _translate(x0, y0)
     warped = kwimage.warp_affine(piece, out_from_piece, dsize=(width, height),
                                  interpolation=interpolation, border_value=value,
-                                 antialias=False, origin_convention="corner")
+                                 antialias=antialias, origin_convention="corner")
     warped = warped.reshape(height, width, n_bands)
     if work != dtype:
         warped = (np.rint(warped) if dtype.kind in "iub" else warped).astype(dtype)
@@ -413,16 +442,20 @@ def _read_frame(backend, frame: Frame, tr: VideoTarget, channels: tuple, dtype: 
     for asset_index, (bands, positions) in by_asset.items():
         asset = frame.assets[asset_index]
         contiguous = positions == list(range(positions[0], positions[0] + len(positions)))
+        view = out[..., positions[0]:positions[-1] + 1] if contiguous else None
         if asset.shift is not None:
             dx, dy = asset.shift
-            target = out[..., positions[0]:positions[-1] + 1] if contiguous else None
             pixels = read_window(backend, asset.entry, slice(rows.start + dy, rows.stop + dy),
-                                 slice(cols.start + dx, cols.stop + dx), bands, tr.fill, dtype,
-                                 target)
+                                 slice(cols.start + dx, cols.stop + dx), bands, tr.fill, dtype, view)
+        elif asset.axis_aligned:
+            pixels = read_resampled(backend, asset.entry,
+                                    asset.asset_from_vid @ _translate(cols.start, rows.start),
+                                    out.shape[:2], bands, tr.fill, dtype,
+                                    interpolation=tr.interpolation, antialias=tr.antialias, out=view)
         else:
             pixels = warped_window(backend, asset.entry, asset.asset_from_vid, rows, cols, bands,
-                                   tr.fill, dtype, tr.interpolation)
-        if not (asset.shift is not None and contiguous):
+                                   tr.fill, dtype, tr.interpolation, tr.antialias)
+        if pixels is not view:
             out[..., positions] = pixels
     return tuple(str(c) for c in missing)
 
@@ -514,7 +547,7 @@ def load_video_sample(sampler, target: dict, with_annots: bool = True, annot_ids
         **target, "vidid": tr.vidid, "gids": list(tr.gids), "time_slice": time_slice,
         "space_slice": space_slice, "slices": (time_slice, *space_slice), "pad": tr.pad,
         "space_dims": tr.space_dims, "data_dims": data_dims, "channels": "|".join(map(str, channels)),
-        "interpolation": tr.interpolation,
+        "interpolation": tr.interpolation, "antialias": tr.antialias,
         "window_dims": (len(tr.gids), space_slice[0].stop - space_slice[0].start,
                         space_slice[1].stop - space_slice[1].start),
     }
