@@ -1,0 +1,404 @@
+"""PyTorch input: batched datasets, collate, and distributed, balanced, resumable samplers.
+
+:class:`PatchDataset` is a map-style ``Dataset`` over a list of targets whose
+``__getitems__`` reads a whole batch with one :meth:`CocoSampler.load_batch`
+call (one (B, H, W, C) buffer, no per-sample transfer); :class:`PatchStream`
+is its endless iterable form, mixing positive and negative windows.
+:func:`collate` is the ``collate_fn`` for both. A batch holds ``im``, the
+images as a (B, C, H, W) tensor (a channels-last view of the read buffer: no
+copy in native dtype), ``gid`` and ``origin`` (B×2: image ``x, y`` of each
+window's pixel (0, 0)), ``index`` (dataset indices; map-style only) and the
+labels of the ``task``:
+
+* ``None``: the image only.
+* ``"detection"``: per image, a target dict with ``boxes`` (N×4 float32,
+  ``x0, y0, x1, y1`` in the window's pixel frame, not clipped), ``labels``
+  (category ids, int64), ``aids`` and ``image_id``, the torchvision layout.
+* ``"segmentation"``: also ``masks`` (N×H×W uint8 instance masks), and a
+  stacked ``class_map`` (B×H×W int64: category id, 0 = background; the rules
+  of :mod:`ndpatch.masks`).
+* ``"classification"``: stacked ``multi_hot`` (B×K float32, K = largest
+  category id + 1, slot = category id) and ``label`` (B int64: the category of
+  the target's ``aid``, else of the annotation covering most of the window,
+  else 0).
+
+The samplers (:class:`ShardedSampler`, :class:`BalancedSampler`) shard an
+epoch across distributed ranks, reshuffle with ``set_epoch`` and resume
+mid-epoch from ``state_dict()``. :func:`worker_init` configures GDAL and
+seeds each DataLoader worker.
+
+Example:
+    >>> import torch, ndpatch
+    >>> from ndpatch.torch import PatchDataset, ShardedSampler, collate
+    >>> sampler = ndpatch.CocoSampler.demo("shapes8")
+    >>> targets = [{"gid": gid, "cx": 300, "cy": 300, "width": 96, "height": 64} for gid in (1, 2, 3)]
+    >>> dataset = PatchDataset(sampler, targets, task="detection")
+    >>> loader = torch.utils.data.DataLoader(dataset, batch_size=2, collate_fn=collate,
+    ...                                      sampler=ShardedSampler(dataset, seed=0))
+    >>> batch = next(iter(loader))
+    >>> batch["im"].shape, batch["im"].dtype, sorted(batch["targets"][0])
+    (torch.Size([2, 3, 64, 96]), torch.uint8, ['aids', 'boxes', 'image_id', 'labels'])
+"""
+from __future__ import annotations
+
+import math
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, Sampler
+
+from ndpatch import gdalio
+from ndpatch.errors import NdpatchError
+from ndpatch.rng import RngLike, coerce_rng
+from ndpatch.target import Target
+
+TASKS = (None, "detection", "segmentation", "classification")
+
+
+class BatchReader:
+    """Targets → one training batch: the images as a (B, C, H, W) tensor and the task's labels.
+
+    ``dtype`` (a torch dtype) converts the images; ``mean``/``std`` (one value
+    per channel, or one for all) normalise them, as floats (default float32).
+    ``threads`` is passed to :meth:`CocoSampler.load_batch`.
+    """
+
+    def __init__(self, sampler, task: str | None = None, dtype: torch.dtype | None = None,
+                 mean: Sequence[float] | float | None = None, std: Sequence[float] | float | None = None,
+                 threads: int | None = None):
+        if task not in TASKS:
+            raise NdpatchError(f"unknown task {task!r}; expected one of {TASKS}")
+        if (mean is None) != (std is None):
+            raise NdpatchError("give both mean and std to normalise, or neither")
+        if mean is not None and dtype is None:
+            dtype = torch.float32
+        if mean is not None and not dtype.is_floating_point:
+            raise NdpatchError(f"normalised images need a float dtype, not {dtype}")
+        self.sampler = sampler
+        self.task = task
+        self.dtype = dtype
+        self.mean = None if mean is None else torch.as_tensor(mean, dtype=dtype).reshape(1, -1, 1, 1)
+        self.std = None if std is None else torch.as_tensor(std, dtype=dtype).reshape(1, -1, 1, 1)
+        self.threads = threads
+        self.num_classes = int(max(sampler.dset.cats, default=0)) + 1
+
+    def __call__(self, targets: Sequence[dict | Target], index: Sequence[int] | None = None) -> dict:
+        raw = self.sampler.load_batch(targets, with_annots=self.task is not None, threads=self.threads)
+        im = torch.from_numpy(raw["im"]).permute(0, 3, 1, 2)
+        if self.dtype is not None:
+            im = im.to(self.dtype)
+            if self.mean is not None:
+                im = im.sub_(self.mean).div_(self.std)
+        parsed = raw["targets"]
+        batch = {"im": im, "gid": torch.tensor([tr.gid for tr in parsed], dtype=torch.int64),
+                 "origin": torch.tensor([(tr.cols.start, tr.rows.start) for tr in parsed], dtype=torch.int64)}
+        if index is not None:
+            batch["index"] = torch.as_tensor(index, dtype=torch.int64)
+        if self.task is not None:
+            batch.update(self._labels(parsed, raw["annots"], tuple(im.shape[2:])))
+        return batch
+
+    def _labels(self, parsed: list[Target], annots: list, shape: tuple[int, int]) -> dict:
+        targets = [{"boxes": torch.from_numpy(a.xyxy.astype(np.float32)),
+                    "labels": torch.from_numpy(a["cids"]), "aids": torch.from_numpy(a["aids"]),
+                    "image_id": tr.gid} for tr, a in zip(parsed, annots)]
+        labels = {"targets": targets}
+        if self.task == "segmentation":
+            from ndpatch import masks
+            class_maps = np.zeros((len(annots), *shape), dtype=np.int64)
+            for target, window, class_map in zip(targets, annots, class_maps):
+                class_map[...] = masks.class_map(window, shape, masks.label_dtype(self.num_classes - 1))
+                target["masks"] = torch.from_numpy(masks.instance_masks(window, shape).view(np.uint8))
+            labels["class_map"] = torch.from_numpy(class_maps)
+        elif self.task == "classification":
+            multi_hot = torch.zeros((len(annots), self.num_classes), dtype=torch.float32)
+            for row, window in zip(multi_hot, annots):
+                cids = window["cids"]
+                row[torch.from_numpy(cids[cids > 0])] = 1
+            labels["multi_hot"] = multi_hot
+            labels["label"] = torch.tensor([main_class(tr, a, shape) for tr, a in zip(parsed, annots)],
+                                           dtype=torch.int64)
+        return labels
+
+
+def main_class(tr: Target, annots, shape: tuple[int, int]) -> int:
+    """The category of a window: its target's ``aid``, else the annotation covering most of it, else 0.
+
+    >>> import numpy as np
+    >>> class Annots(dict):
+    ...     xyxy = np.array([[0., 0, 4, 4], [-10, -10, 30, 30]])
+    >>> annots = Annots(aids=np.array([5, 6]), cids=np.array([2, 3]))
+    >>> main_class(Target(gid=1, space_slice=(slice(0, 8), slice(0, 8))), annots, (8, 8))
+    3
+    >>> main_class(Target(gid=1, space_slice=(slice(0, 8), slice(0, 8)), aid=5), annots, (8, 8))
+    2
+    """
+    aids, cids = annots["aids"], annots["cids"]
+    if tr.aid is not None and tr.aid in aids:
+        return max(int(cids[list(aids).index(tr.aid)]), 0)
+    if len(aids) == 0:
+        return 0
+    height, width = shape
+    boxes = annots.xyxy
+    inside_w = np.clip(boxes[:, 2], 0, width) - np.clip(boxes[:, 0], 0, width)
+    inside_h = np.clip(boxes[:, 3], 0, height) - np.clip(boxes[:, 1], 0, height)
+    return max(int(cids[int(np.argmax(inside_w * inside_h))]), 0)
+
+
+class PatchDataset(Dataset):
+    """A map-style dataset over targets (a grid, preselected positives/negatives, or your own).
+
+    Give it to a ``DataLoader`` with ``collate_fn=ndpatch.torch.collate``: the
+    loader then calls ``__getitems__`` once per batch, which reads all the
+    windows with one :meth:`CocoSampler.load_batch`. Every target of a batch
+    must give the same window size, bands and dtype. Pickles with no open
+    handles (each worker opens its own on first read).
+
+    Args:
+        sampler: the :class:`~ndpatch.CocoSampler`.
+        targets: target dicts or parsed :class:`~ndpatch.target.Target` values.
+        task: ``None``, ``"detection"``, ``"segmentation"`` or ``"classification"``.
+        dtype, mean, std, threads: see :class:`BatchReader`.
+    """
+
+    def __init__(self, sampler, targets: Sequence[dict | Target], task: str | None = None,
+                 dtype: torch.dtype | None = None, mean=None, std=None, threads: int | None = None):
+        self.sampler = sampler
+        self.targets = list(targets)
+        self.reader = BatchReader(sampler, task, dtype, mean, std, threads)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitems__(self, indices: Sequence[int]) -> dict:
+        indices = [int(i) for i in indices]
+        return self.reader([self.targets[i] for i in indices], indices)
+
+    def __getitem__(self, index: int) -> dict:
+        batch = self.__getitems__([index])
+        item = {key: value[0] for key, value in batch.items() if key != "targets"}
+        if "targets" in batch:
+            item["target"] = batch["targets"][0]
+        return item
+
+    def target_classes(self) -> np.ndarray:
+        """The main category of each target's window (see :func:`main_class`), for class balancing."""
+        classes = np.zeros(len(self.targets), dtype=np.int64)
+        for i, target in enumerate(self.targets):
+            tr = target if isinstance(target, Target) else self.sampler.parse(target)
+            classes[i] = main_class(tr, self.sampler._window_annots(tr), tr.shape)
+        return classes
+
+
+class PatchStream(IterableDataset):
+    """An endless stream of batches mixing positive and negative windows of one size.
+
+    Each window is drawn by :meth:`ndpatch.regions.Regions.draw` from the
+    stream's own :class:`~ndpatch.regions.Regions` (configured with
+    ``window_dims`` and ``**config``, e.g. ``neg_to_pos_ratio=1``,
+    ``balance='category'``), so the sampler's own ``regions`` are left alone.
+    Use it as ``DataLoader(stream, batch_size=None, collate_fn=collate)``.
+    ``rng`` follows :func:`ndpatch.rng.coerce_rng`: a seed gives the same
+    stream run to run, and every DataLoader worker and rank its own; ``None``
+    seeds each worker from torch's worker seed.
+    """
+
+    def __init__(self, sampler, batch_size: int, window_dims: tuple[int, int], task: str | None = None,
+                 rng: RngLike = None, dtype: torch.dtype | None = None, mean=None, std=None,
+                 threads: int | None = None, **config):
+        from ndpatch.regions import Regions
+        self.regions = Regions(sampler, window_dims=window_dims, **config)
+        self.batch_size = int(batch_size)
+        self.rng = rng
+        self.reader = BatchReader(sampler, task, dtype, mean, std, threads)
+
+    def __iter__(self) -> Iterator[dict]:
+        gen = coerce_rng(self.rng)
+        while True:
+            yield self.reader([self.regions.draw(gen) for _ in range(self.batch_size)])
+
+
+def collate(items: dict | list[dict]) -> dict:
+    """Batch PatchDataset items: stack images and fixed-size labels, list the per-image targets.
+
+    A batch that ``__getitems__`` already built is returned as is.
+
+    >>> import torch
+    >>> items = [{"im": torch.zeros(3, 4, 5), "index": i, "target": {"boxes": torch.zeros(i, 4)}}
+    ...          for i in range(2)]
+    >>> batch = collate(items)
+    >>> batch["im"].shape, batch["index"].tolist(), [len(t["boxes"]) for t in batch["targets"]]
+    (torch.Size([2, 3, 4, 5]), [0, 1], [0, 1])
+    """
+    if isinstance(items, dict):
+        return items
+    batch = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        if key == "target":
+            batch["targets"] = values
+        elif isinstance(values[0], torch.Tensor):
+            batch[key] = torch.stack(values)
+        else:
+            batch[key] = torch.as_tensor(values)
+    return batch
+
+
+def worker_init(worker_id: int, gdal_cachemax_mb: int | None = None) -> None:
+    """``worker_init_fn`` for DataLoaders: GDAL settings (bounded block cache) and worker seeds.
+
+    Seeds Python's ``random`` and numpy's legacy global state from torch's
+    worker seed, so user augmentations differ per worker and repeat run to run;
+    ndpatch's own streams already do (:mod:`ndpatch.rng`). Pass a cache size
+    with ``functools.partial(worker_init, gdal_cachemax_mb=32)``.
+    """
+    gdalio.configure(gdal_cachemax_mb)
+    seed = torch.initial_seed()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    """(num_replicas, rank): given, else torch.distributed's when initialised, else (1, 0)."""
+    dist = torch.distributed
+    initialised = dist.is_available() and dist.is_initialized()
+    if num_replicas is None:
+        num_replicas = dist.get_world_size() if initialised else 1
+    if rank is None:
+        rank = dist.get_rank() if initialised else 0
+    if num_replicas < 1 or not 0 <= rank < num_replicas:
+        raise NdpatchError(f"rank {rank} is not in [0, {num_replicas}) ranks")
+    return int(num_replicas), int(rank)
+
+
+class EpochSampler(Sampler[int], ABC):
+    """A per-rank epoch of dataset indices that reshuffles with ``set_epoch`` and resumes mid-epoch.
+
+    ``position`` counts the indices of this rank's epoch already handed out;
+    iterating continues from it. An iteration that runs to its end resets it,
+    so iterating again without ``set_epoch`` repeats the epoch, as
+    ``DistributedSampler`` does. ``state_dict(consumed=...)`` records where to resume: with
+    ``num_workers=0`` the default (what was handed out) is exact; with workers
+    the DataLoader prefetches ahead, so pass the number of samples your loop
+    actually consumed this epoch.
+    """
+
+    def __init__(self, num_samples: int, num_replicas: int | None, rank: int | None, seed: int):
+        self.num_replicas, self.rank = _world(num_replicas, rank)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.position = 0
+        self.total_size = self.num_replicas * int(num_samples)
+
+    def rank_indices(self) -> list[int]:
+        """This rank's indices of the current epoch, in order."""
+        return self.epoch_indices()[self.rank:self.total_size:self.num_replicas]
+
+    @abstractmethod
+    def epoch_indices(self) -> list[int]:
+        """All ranks' indices of the current epoch (``total_size`` of them), interleaved by rank."""
+
+    def __len__(self) -> int:
+        return self.total_size // self.num_replicas
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self.rank_indices()
+        while self.position < len(indices):
+            self.position += 1
+            yield indices[self.position - 1]
+        self.position = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch``'s order; a new epoch starts from its beginning."""
+        if int(epoch) != self.epoch:
+            self.epoch = int(epoch)
+            self.position = 0
+
+    def state_dict(self, consumed: int | None = None) -> dict:
+        """Where this rank is: epoch, samples consumed this epoch, and what the order depends on."""
+        return {"epoch": self.epoch, "position": self.position if consumed is None else int(consumed),
+                "seed": self.seed, "num_replicas": self.num_replicas, "rank": self.rank,
+                "total_size": self.total_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume: the next iteration yields exactly this rank's remaining samples of that epoch."""
+        for key in ("seed", "num_replicas", "total_size"):
+            if state[key] != getattr(self, key):
+                raise NdpatchError(f"cannot resume: the saved sampler has {key}={state[key]}, "
+                                   f"this one {getattr(self, key)}")
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+
+
+class ShardedSampler(EpochSampler):
+    """Dataset indices sharded across ranks with ``DistributedSampler``'s semantics, resumable.
+
+    Each epoch is a permutation seeded by ``seed + epoch`` (the same on every
+    rank; identical to ``torch.utils.data.DistributedSampler``'s). Rank ``r``
+    takes positions ``r, r + R, r + 2R, ...``. Without ``drop_last`` the
+    permutation is padded by repeating its start so every rank gets
+    ``ceil(n / R)`` indices (a few samples appear twice per epoch); with
+    ``drop_last`` its tail is dropped so each gets ``floor(n / R)``. Works
+    unsharded too (one rank: a resumable random sampler).
+
+    >>> sampler = ShardedSampler(range(5), num_replicas=2, rank=1, shuffle=False)
+    >>> list(sampler), len(sampler)
+    ([1, 3, 0], 3)
+    """
+
+    def __init__(self, data_source: Sequence | int, num_replicas: int | None = None,
+                 rank: int | None = None, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
+        self.n = data_source if isinstance(data_source, int) else len(data_source)
+        replicas, _ = _world(num_replicas, rank)
+        per_rank = self.n // replicas if drop_last else math.ceil(self.n / replicas)
+        super().__init__(per_rank, num_replicas, rank, seed)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+
+    def epoch_indices(self) -> list[int]:
+        if self.shuffle:
+            gen = torch.Generator()
+            gen.manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.n, generator=gen).tolist()
+        else:
+            order = list(range(self.n))
+        if self.total_size > self.n:
+            order += (order * math.ceil(self.total_size / max(self.n, 1)))[:self.total_size - self.n]
+        return order[:self.total_size]
+
+
+class BalancedSampler(EpochSampler):
+    """Class-balanced draws: each sample picks a class uniformly, then one of its targets.
+
+    ``classes`` gives each dataset index a class (e.g.
+    :meth:`PatchDataset.target_classes`; 0 = background is a class like any
+    other). An epoch is ``num_samples`` draws in all (default: the number of
+    targets), made once from ``seed`` and ``epoch`` and sharded like
+    :class:`ShardedSampler`, so ranks split one balanced sequence.
+
+    >>> sampler = BalancedSampler([0, 0, 0, 0, 1], num_samples=1000, seed=0)
+    >>> picks = np.array([0, 0, 0, 0, 1])[list(sampler)]
+    >>> 400 < int((picks == 1).sum()) < 600
+    True
+    """
+
+    def __init__(self, classes: Sequence[int], num_samples: int | None = None,
+                 num_replicas: int | None = None, rank: int | None = None, seed: int = 0):
+        classes = np.asarray(classes, dtype=np.int64)
+        if classes.ndim != 1 or len(classes) == 0:
+            raise NdpatchError(f"classes must give one class per target, got shape {classes.shape}")
+        self.order = np.argsort(classes, kind="stable")
+        _, self.starts, self.counts = np.unique(classes[self.order], return_index=True, return_counts=True)
+        replicas, _ = _world(num_replicas, rank)
+        num_samples = len(classes) if num_samples is None else int(num_samples)
+        super().__init__(math.ceil(num_samples / replicas), num_replicas, rank, seed)
+
+    def epoch_indices(self) -> list[int]:
+        gen = np.random.default_rng([self.seed, self.epoch])
+        picked = gen.integers(len(self.counts), size=self.total_size)
+        within = (gen.random(self.total_size) * self.counts[picked]).astype(np.int64)
+        return self.order[self.starts[picked] + within].tolist()
