@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,18 @@ from ndpatch.errors import ChannelError, DatasetError, UnknownAnnotationError, U
 
 #: Channel names assumed for images whose record declares none, by band count.
 DEFAULT_CHANNELS = {1: ("gray",), 3: ("r", "g", "b"), 4: ("r", "g", "b", "a")}
+#: Channel names of label rasters (a mask asset: one class id per pixel), left out of ``im`` by default.
+LABEL_CHANNELS = ("class_id",)
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One file of a multi-file image: its source and the warp from its pixels to image pixels."""
+
+    source: ImageSource
+    warp: Any  # kwimage.Affine, asset pixel -> image pixel
+
+
 
 
 def load_dataset(dset: Any) -> kwcoco.CocoDataset:
@@ -119,6 +132,70 @@ class DatasetIndex:
         if channels is not None:
             channels = tuple(FusedChannelSpec.coerce(channels).normalize().as_list())
         return ImageSource(gid=gid, path=path, channels=channels)
+
+    def is_multi_asset(self, gid: int) -> bool:
+        """Whether image ``gid`` is made of asset files (no single ``file_name``)."""
+        img = self.image(gid)
+        return not img.get("file_name") and len(img.get("assets") or img.get("auxiliary") or []) > 1
+
+    def sources(self, gid: int) -> list[ImageSource]:
+        """The sources of every file of image ``gid`` (one for a single-file image)."""
+        return [asset.source for asset in self.assets(gid)]
+
+    def assets(self, gid: int) -> list[Asset]:
+        """Every file of image ``gid`` with its channels and its warp to image pixels."""
+        import kwimage
+        img = self.image(gid)
+        if not self.is_multi_asset(gid):
+            return [Asset(self.source(gid), kwimage.Affine.eye())]
+        assets = []
+        for record in img.get("assets") or img.get("auxiliary"):
+            path = resolve_path(self.bundle_dpath, record["file_name"])
+            if record.get("channels") is None:
+                raise DatasetError(f"image {gid}: asset {path} declares no channels; every asset of a "
+                                   "multi-file image must name its channels")
+            channels = tuple(FusedChannelSpec.coerce(record["channels"]).normalize().as_list())
+            warp = record.get("warp_aux_to_img")
+            if warp is None and record.get("width") and img.get("width"):
+                warp = {"scale": (img["width"] / record["width"], img["height"] / record["height"])}
+            assets.append(Asset(ImageSource(gid=gid, path=path, channels=channels),
+                                kwimage.Affine.coerce(warp) if warp is not None else kwimage.Affine.eye()))
+        return assets
+
+    def channel_plan(self, gid: int, channels: Any) -> list[tuple[Asset, list[int], list[int]]]:
+        """For a multi-file image: ``(asset, band indices, output positions)`` per asset to read.
+
+        ``channels`` is ``'red|green|nir'`` (names, any assets), a list of names,
+        or None for every channel that is not a label channel (``class_id``).
+        """
+        assets = self.assets(gid)
+        names = [(k, b, name) for k, asset in enumerate(assets) for b, name in enumerate(asset.source.channels)]
+        if channels is None:
+            wanted = [name for _, _, name in names if name not in LABEL_CHANNELS]
+        elif isinstance(channels, str):
+            wanted = FusedChannelSpec.coerce(channels).normalize().as_list()
+        else:
+            wanted = list(channels)
+        where = {name: (k, b) for k, b, name in reversed(names)}
+        plan: dict[int, tuple[list[int], list[int]]] = {}
+        for position, name in enumerate(wanted):
+            if name not in where:
+                raise ChannelError(f"image {gid} ({assets[0].source.path}, ...) has no channel {name!r}; "
+                                   f"it has {'|'.join(n for _, _, n in names)}")
+            k, b = where[name]
+            bands, positions = plan.setdefault(k, ([], []))
+            bands.append(b)
+            positions.append(position)
+        return [(assets[k], bands, positions) for k, (bands, positions) in sorted(plan.items())]
+
+    def georef(self, gid: int):
+        """Image ``gid``'s pixel → world georeferencing (:class:`ndpatch.geo.Georef`), or None."""
+        from ndpatch.geo import raster_georef
+        for asset in self.assets(gid):
+            georef = raster_georef(asset.source.path, asset.source.describe())
+            if georef is not None:
+                return georef.warped(asset.warp.inv())
+        return None
 
     def bands_for(self, gid: int, channels: Any, n_bands: int,
                   declared: tuple[str, ...] | None = None) -> list[int] | None:

@@ -28,9 +28,11 @@ from ndpatch.annots import window_annots
 from ndpatch.cache import make_backend
 from ndpatch.cache.base import CacheEntry, read_window
 from ndpatch.errors import TargetError
-from ndpatch.index import DatasetIndex
+from ndpatch import geo
+from ndpatch.index import LABEL_CHANNELS, DatasetIndex
 from ndpatch.target import Target, parse_target
 from ndpatch.video import is_video_target, load_video_sample
+from ndpatch.warp import read_aligned, read_resampled
 
 
 class CocoSampler:
@@ -52,6 +54,8 @@ class CocoSampler:
         self.verbose = verbose
         self.backend = make_backend(backend, workdir=workdir, **backend_options)
         self._entries: dict[int, CacheEntry] = {}
+        self._asset_entries: dict[str, CacheEntry] = {}
+        self._georefs: dict[int, object] = {}
         self._bands: dict[tuple, list[int] | None] = {}
         self._regions = None
         self._classes = None
@@ -98,6 +102,11 @@ class CocoSampler:
         return entry
 
     def _image_dims(self, gid: int) -> tuple[int, int]:
+        if self.index.is_multi_asset(gid):
+            dims = self.index.image_dims(gid)
+            if dims is None:
+                raise TargetError(f"image {gid}: a multi-file image needs width and height in its record")
+            return dims
         entry = self.entry(gid)
         return entry.height, entry.width
 
@@ -118,25 +127,38 @@ class CocoSampler:
                             image_dims=self._image_dims)
 
     def load_sample(self, target: dict, with_annots: bool = True, annot_ids=None,
-                    visible_thresh: float = 0.0, out: np.ndarray | None = None) -> dict:
+                    visible_thresh: float = 0.0, out: np.ndarray | None = None,
+                    with_masks: bool = False) -> dict:
         """Read one window and the annotations inside it.
 
         Returns a dict with ``im`` (H×W×C, writable, C-contiguous; ``out`` when
         given), ``target`` (normalised; also as ``tr``), ``params`` (``offset``,
         ``sample_tlbr``, ``st_dims``, ``data_dims``, ``pad``, ``tf_rel_to_abs``),
         ``classes``, ``kp_classes`` and, when ``with_annots``, ``annots``.
+        ``params`` also has ``scale``, ``valid_fraction`` (pixels in the image
+        and not nodata), ``geotransform`` and ``crs`` (None unless georeferenced).
+        ``with_masks`` adds ``label_map`` (category id per pixel; an image's
+        ``class_id`` raster when it has one), ``instance_masks`` (N×H×W) and ``mask_aids``.
         Targets naming frames (``vidid`` / ``gids``) return T×H×W×C samples
         (:func:`ndpatch.video.load_video_sample`).
         """
         if is_video_target(target):
             return load_video_sample(self, target, with_annots, annot_ids, visible_thresh, out)
+        if target.get("gsd") is not None:
+            target = {**target, "scale": self._gsd_scale(target)}
         tr = self.parse(target)
-        entry = self.entry(tr.gid)
-        im = read_window(self.backend, entry, tr.rows, tr.cols, self._band_list(tr, entry),
-                         tr.fill, tr.dtype, out)
+        if tr.scale == 1 and not self.index.is_multi_asset(tr.gid):
+            entry = self.entry(tr.gid)
+            im = read_window(self.backend, entry, tr.rows, tr.cols, self._band_list(tr, entry),
+                             tr.fill, tr.dtype, out)
+            data_dims, nodata = (entry.height, entry.width), entry.nodata
+        else:
+            im, data_dims, nodata = self._read_resampled(tr, out)
         x0, y0, x1, y1 = tr.cols.start, tr.rows.start, tr.cols.stop, tr.rows.stop
         space_slice = tr.space_slice
-        data_dims = (entry.height, entry.width)
+        tf_rel_to_abs = kwimage.Affine.translate((x0, y0))
+        if tr.scale != 1:
+            tf_rel_to_abs = tf_rel_to_abs @ kwimage.Affine.scale(1 / tr.scale)
         normalized = {
             **target, "gid": tr.gid, "space_slice": space_slice, "slices": space_slice,
             "pad": tr.pad, "space_dims": data_dims, "data_dims": data_dims,
@@ -149,25 +171,100 @@ class CocoSampler:
             "tr": normalized,
             "params": {
                 "offset": np.array([-x0, -y0]),
-                "tf_rel_to_abs": kwimage.Affine.translate((x0, y0)),
+                "tf_rel_to_abs": tf_rel_to_abs,
                 "sample_tlbr": kwimage.Boxes(np.array([x0, y0, x1, y1]), "ltrb"),
                 "st_dims": [(y0, y1), (x0, x1)],
                 "data_dims": data_dims,
                 "pad": tr.pad,
+                "scale": tr.scale,
+                "valid_fraction": geo.valid_fraction(im, tf_rel_to_abs, data_dims, nodata),
+                **self._window_georef(tr.gid, tf_rel_to_abs),
             },
             "classes": self.classes,
         }
-        if with_annots:
+        if with_annots or with_masks:
             sample["annots"] = self._window_annots(tr, visible_thresh, annot_ids)
             sample["kp_classes"] = self.kp_classes
+        if with_masks:
+            sample.update(geo.window_masks(sample["annots"], im.shape[:2]))
+            label_map = self._label_raster(tr, tf_rel_to_abs, im.shape[:2])
+            if label_map is not None:
+                sample["label_map"] = label_map
         return sample
+
+    def _gsd_scale(self, target: dict) -> float:
+        """The scale that gives a target's ``gsd`` (CRS units per output pixel)."""
+        gid = target.get("gid", target.get("image_id"))
+        if gid is None and target.get("aid") is not None:
+            gid = self.index.annotation(target["aid"])["image_id"]
+        georef = self._georef(gid)
+        if georef is None:
+            raise TargetError(f"image {gid}: a gsd target needs a georeferenced image")
+        return georef.gsd / float(target["gsd"])
+
+    def _georef(self, gid: int):
+        if gid not in self._georefs:
+            self._georefs[gid] = self.index.georef(gid)
+        return self._georefs[gid]
+
+    def _window_georef(self, gid: int, tf_rel_to_abs) -> dict:
+        """``geotransform`` (GDAL order) and ``crs`` (WKT) of the sample's pixel grid, when georeferenced."""
+        georef = self._georef(gid)
+        if georef is None:
+            return {"geotransform": None, "crs": None}
+        return {"geotransform": georef.warped(tf_rel_to_abs).geotransform(), "crs": georef.crs_wkt}
+
+    def asset_entry(self, source) -> CacheEntry:
+        """The readable form of one asset file (cached once per path)."""
+        entry = self._asset_entries.get(source.path)
+        if entry is None:
+            entry = self._asset_entries[source.path] = self.backend.ensure(source)
+        return entry
+
+    def _read_resampled(self, tr: Target, out: np.ndarray | None):
+        """A scaled and/or multi-file window: every asset resampled onto the sample grid."""
+        tf = kwimage.Affine.translate((tr.cols.start, tr.rows.start)) @ kwimage.Affine.scale(1 / tr.scale)
+        if self.index.is_multi_asset(tr.gid):
+            plan = self.index.channel_plan(tr.gid, tr.channels)
+            parts = [(self.asset_entry(asset.source), asset.warp, bands, positions)
+                     for asset, bands, positions in plan]
+            n_channels = sum(len(positions) for *_, positions in plan)
+            data_dims = self._image_dims(tr.gid)
+        else:
+            entry = self.entry(tr.gid)
+            bands = self._band_list(tr, entry)
+            n_channels = entry.bands if bands is None else len(bands)
+            parts = [(entry, kwimage.Affine.eye(), bands if bands is not None else list(range(entry.bands)),
+                      list(range(n_channels)))]
+            data_dims = (entry.height, entry.width)
+        im = read_aligned(self.backend, parts, tf, tr.shape, n_channels, tr.fill, tr.dtype,
+                          interpolation=tr.interpolation, antialias=tr.antialias, out=out)
+        nodatas = {entry.nodata for entry, *_ in parts}
+        return im, data_dims, nodatas.pop() if len(nodatas) == 1 else None
+
+    def _label_raster(self, tr: Target, tf_rel_to_abs, shape: tuple[int, int]) -> np.ndarray | None:
+        """The window of the image's label raster (an asset with channel ``class_id``), if it has one."""
+        if not self.index.is_multi_asset(tr.gid):
+            return None
+        for asset in self.index.assets(tr.gid):
+            if asset.source.channels and asset.source.channels[0] in LABEL_CHANNELS:
+                entry = self.asset_entry(asset.source)
+                return read_resampled(self.backend, entry, asset.warp.inv() @ tf_rel_to_abs, shape, [0], 0,
+                                      np.int32, interpolation="nearest")[..., 0]
+        return None
 
     def _window_annots(self, tr: Target, visible_thresh: float = 0.0, annot_ids=None):
         """The annotations that touch the window read for ``tr``, in its pixel frame."""
         image_annots = self.index.image_annots(tr.gid)
         x0, y0 = tr.cols.start, tr.rows.start
         idxs = image_annots.select(x0, y0, tr.cols.stop, tr.rows.stop, visible_thresh, annot_ids)
-        return window_annots(image_annots, idxs, x0, y0, tr.gid)
+        annots = window_annots(image_annots, idxs, x0, y0, tr.gid)
+        if tr.scale == 1:
+            return annots
+        dets = annots["frame_dets"][0].scale(tr.scale)  # a scaled window: annotations scaled to match
+        return {"aids": annots["aids"], "cids": annots["cids"], "rel_frame_index": annots["rel_frame_index"],
+                "rel_boxes": dets.boxes, "rel_ssegs": dets.data["segmentations"],
+                "rel_kpts": dets.data["keypoints"], "frame_dets": [dets]}
 
     def load_batch(self, targets: Sequence[dict | Target], with_annots: bool = True,
                    out: np.ndarray | None = None, threads: int | None = None) -> dict:

@@ -4,7 +4,9 @@ A target dict names an image (``gid``/``image_id``, or ``aid`` alone) and a
 window: ``cx, cy, width, height`` (a centred window), ``space_slice`` (row
 slice, col slice), ``aid`` alone (that annotation's box) or nothing (the whole
 image). Optional keys: ``pad`` (context added on each side, int or
-``(rows, cols)``), ``channels``, ``dtype``, ``fill`` / ``nodata``.
+``(rows, cols)``), ``channels``, ``dtype``, ``fill`` / ``nodata``, ``scale``
+(output pixels per image pixel; the window stays in image pixels),
+``interpolation`` and ``antialias`` (how a scaled window is resampled).
 
 Window rule (ndsampler 0.8.1's): on each axis ``d = ceil(size)``,
 ``start = floor(centre - d / 2)``, ``stop = start + d``.
@@ -62,6 +64,9 @@ class Target:
     dtype: np.dtype | None = None
     fill: float | None = None
     aid: int | None = None
+    scale: float = 1.0
+    interpolation: str = "linear"
+    antialias: bool = True
     rows: slice = field(init=False)
     cols: slice = field(init=False)
 
@@ -73,8 +78,11 @@ class Target:
 
     @property
     def shape(self) -> tuple[int, int]:
-        """(height, width) of the returned array, padding included."""
-        return self.rows.stop - self.rows.start, self.cols.stop - self.cols.start
+        """(height, width) of the returned array, padding included (times ``scale``)."""
+        height, width = self.rows.stop - self.rows.start, self.cols.stop - self.cols.start
+        if self.scale == 1:
+            return height, width
+        return max(1, round(height * self.scale)), max(1, round(width * self.scale))
 
 
 def _as_pad(pad: Any, gid: int) -> tuple[int, int]:
@@ -166,4 +174,7 @@ def parse_target(target: dict, *, annotation_box, image_dims) -> Target:
         dtype=None if dtype is None else np.dtype(dtype),
         fill=fill,
         aid=aid,
+        scale=1.0 if target.get("scale") is None else _positive(target["scale"], "scale", gid),
+        interpolation=target.get("interpolation", "linear"),
+        antialias=bool(target.get("antialias", True)),
     )

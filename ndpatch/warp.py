@@ -241,7 +241,8 @@ def _warp_point_sampled(ds: gdal.Dataset, entry: CacheEntry, grid: GridMap, orig
         factor_y = entry.height / ds.RasterYSize
     # a VRT does not own its source dataset: keep ``ds`` referenced while ``src`` is used
     src = ds if bands is None else gdal.Translate("", ds, format="VRT", bandList=[b + 1 for b in bands])
-    dst = gdal_array.OpenArray(out, interleave="pixel")
+    target = out if out.flags.c_contiguous else out.copy()
+    dst = gdal_array.OpenArray(target, interleave="pixel")
     dst.SetGeoTransform(((grid.offset_x - ox) / factor_x, grid.scale_x / factor_x, 0.0,
                          (grid.offset_y - oy) / factor_y, 0.0, grid.scale_y / factor_y))
     try:
@@ -250,6 +251,8 @@ def _warp_point_sampled(ds: gdal.Dataset, entry: CacheEntry, grid: GridMap, orig
                   transformerOptions=["SRC_METHOD=NO_GEOTRANSFORM"])
     except RuntimeError as err:
         raise SourceReadError(f"{entry.describe()}: point-sampled warp failed: {err}") from err
+    if target is not out:
+        out[...] = target
 
 
 def _overview_level(ds: gdal.Dataset, scale: float) -> int | None:
@@ -261,3 +264,33 @@ def _overview_level(ds: gdal.Dataset, scale: float) -> int | None:
         if factor <= scale + _EPS:
             best = level
     return best
+
+
+def read_aligned(backend: Backend, parts: list[tuple[CacheEntry, Any, list[int], list[int]]],
+                 tf: Any, shape: tuple[int, int], n_channels: int, fill: float | None,
+                 dtype: np.dtype | None = None, *, interpolation: str = "linear",
+                 antialias: bool = True, out: np.ndarray | None = None) -> np.ndarray:
+    """Read several rasters (e.g. bands at 10, 20 and 60 m) onto one output grid.
+
+    ``parts`` holds ``(entry, warp, bands, positions)``: ``warp`` maps that
+    entry's pixels to the common (image) pixels, ``bands`` are its bands to read
+    and ``positions`` their channel positions in the output. ``tf`` maps output
+    pixels to image pixels. Returns H×W×``n_channels`` (``out`` when given).
+    """
+    if dtype is None:
+        dtype = np.result_type(*[entry.dtype for entry, *_ in parts])
+    dtype = np.dtype(dtype)
+    if out is None:
+        out = np.empty((*shape, n_channels), dtype=dtype)
+    elif out.shape != (*shape, n_channels) or out.dtype != dtype:
+        raise TargetError(f"{parts[0][0].describe()}: out buffer is {out.shape} {out.dtype}, "
+                          f"the window needs {(*shape, n_channels)} {dtype}")
+    for entry, warp, bands, positions in parts:
+        to_entry = warp.inv() @ tf
+        if list(positions) == list(range(positions[0], positions[0] + len(positions))):
+            read_resampled(backend, entry, to_entry, shape, bands, fill, dtype, interpolation=interpolation,
+                           antialias=antialias, out=out[..., positions[0]:positions[0] + len(positions)])
+        else:
+            out[..., positions] = read_resampled(backend, entry, to_entry, shape, bands, fill, dtype,
+                                                 interpolation=interpolation, antialias=antialias)
+    return out
