@@ -10,7 +10,10 @@ from ndpatch import gdalio  # noqa: F401  (applies GDAL settings first)
 from ndpatch.errors import (CacheConversionError, ChannelError, CorruptCacheError, DatasetError,
                             NdpatchError, SourceReadError, TargetError, UnknownAnnotationError,
                             UnknownImageError, UnknownVideoError)
+from ndpatch.errors import SamplingError
+from ndpatch.regions import Regions, SamplingConfig
 from ndpatch.sampler import CocoSampler
+from ndpatch.stitch import Stitcher
 from ndpatch.target import Target
 
 __version__ = "0.1.0"
@@ -19,5 +22,6 @@ __all__ = [
     "CocoSampler", "Target",
     "NdpatchError", "UnknownImageError", "UnknownAnnotationError", "DatasetError", "TargetError",
     "ChannelError", "SourceReadError", "CorruptCacheError", "CacheConversionError",
+    "Regions", "SamplingConfig", "Stitcher", "SamplingError",
     "UnknownVideoError",
 ]

@@ -59,3 +59,7 @@ class CorruptCacheError(NdpatchError, OSError):
 
 class CacheConversionError(NdpatchError, OSError):
     """Converting a source into its cache form failed."""
+
+
+class SamplingError(NdpatchError, LookupError):
+    """A sampling strategy with nothing to draw (no room for a negative, no preselected pool)."""

@@ -89,7 +89,7 @@ class CocoSampler:
         """The targets table and sampling strategies (:class:`ndpatch.regions.Regions`)."""
         if self._regions is None:
             from ndpatch.regions import Regions
-            self._regions = Regions(self.index)
+            self._regions = Regions(self)
         return self._regions
 
     # -- pixels -------------------------------------------------------------------
