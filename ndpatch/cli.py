@@ -95,8 +95,93 @@ def add_show(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def add_export(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="export windows as a fixed training set (chips, kwcoco, webdataset, tfrecord)",
+        description="Cut the dataset's images into windows (a grid covering every pixel, or "
+                    "positives/negatives) and write them with label maps and provenance, in parallel, "
+                    "resumably, each file published atomically (docs/export.md).")
+    parser.add_argument("dataset", help="kwcoco / MS-COCO json")
+    parser.add_argument("out_dir", help="output folder (must be empty unless --resume or --overwrite)")
+    parser.add_argument("--format", default="chips", help="chips | kwcoco | webdataset | tfrecord (default: chips)")
+    parser.add_argument("--window", default="256", help="window size: 256, or HxW such as 256x512")
+    parser.add_argument("--overlap", type=float, default=0.0, help="grid overlap fraction in [0, 1)")
+    parser.add_argument("--targets", default="grid", help="grid | positives | negatives | mixed (default: grid)")
+    parser.add_argument("--count", type=int, default=None, help="number of chips (default: all targets)")
+    parser.add_argument("--channels", default=None, help="channels to export, e.g. 'r|g|b'")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shard-size", type=int, default=256, help="samples per webdataset/tfrecord shard")
+    parser.add_argument("--backend", default=None, help="pixel backend (default: read sources directly)")
+    parser.add_argument("--workdir", default=None, help="cache folder for cache backends")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue an interrupted export in OUT_DIR")
+    mode.add_argument("--overwrite", action="store_true", help="replace the export in OUT_DIR")
+
+    def run(args) -> int:
+        from ndpatch.export import export, format_summary
+        summary = export(args.dataset, args.out_dir, format=args.format, window=args.window,
+                         overlap=args.overlap, targets=args.targets, count=args.count,
+                         channels=args.channels, workers=args.workers, seed=args.seed,
+                         resume=args.resume, overwrite=args.overwrite, shard_size=args.shard_size,
+                         backend=args.backend, workdir=args.workdir)
+        print(format_summary(summary))
+        return 0
+
+    parser.set_defaults(func=run)
+
+
+def add_split(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "split", help="write train/val/test kwcoco files split by image, video or spatial block",
+        description="Assign every image (or video, or square block of each image) to exactly one "
+                    "split and write OUT_DIR/{train,val,test}.kwcoco.json; prints per-split class counts.")
+    parser.add_argument("dataset", help="kwcoco / MS-COCO json")
+    parser.add_argument("out_dir", help="output folder")
+    parser.add_argument("--train", type=float, default=0.8)
+    parser.add_argument("--val", type=float, default=0.1)
+    parser.add_argument("--test", type=float, default=0.1)
+    parser.add_argument("--by", default="image", help="image | video | block (default: image)")
+    parser.add_argument("--block-size", type=int, default=1024, help="block side in pixels (--by block)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace existing split files")
+
+    def run(args) -> int:
+        from ndpatch.splits import split_dataset
+        report = split_dataset(args.dataset, args.out_dir, {"train": args.train, "val": args.val, "test": args.test},
+                               by=args.by, block_size=args.block_size, seed=args.seed, overwrite=args.overwrite)
+        for name, info in report.items():
+            classes = ", ".join(f"{k}={v}" for k, v in sorted(info["classes"].items()))
+            print(f"{name}: {info['images']} images, {info['annotations']} annotations ({classes})")
+        return 0
+
+    parser.set_defaults(func=run)
+
+
+def add_import_pairs(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "import-pairs", help="make a kwcoco dataset from folders of images and label rasters",
+        description="Pair each image in IMAGES_DIR with the label raster of the same name in LABELS_DIR; "
+                    "the label raster becomes a 'class_id' asset of the image (--polygons also "
+                    "vectorises it into polygon annotations).")
+    parser.add_argument("images_dir")
+    parser.add_argument("labels_dir")
+    parser.add_argument("out", help="output kwcoco json")
+    parser.add_argument("--polygons", action="store_true", help="also add polygon annotations (gdal.Polygonize)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+
+    def run(args) -> int:
+        from ndpatch.pairs import import_pairs
+        dset = import_pairs(args.images_dir, args.labels_dir, args.out, polygons=args.polygons,
+                            overwrite=args.overwrite)
+        print(f"wrote {args.out}: {dset.n_images} images, {dset.n_cats} categories, {dset.n_annots} annotations")
+        return 0
+
+    parser.set_defaults(func=run)
+
+
 #: Every subcommand, in the order ``ndpatch --help`` lists them.
-SUBCOMMANDS = [add_demo, add_import_vectors, add_show]
+SUBCOMMANDS = [add_demo, add_import_vectors, add_show, add_export, add_split, add_import_pairs]
 
 
 def build_parser() -> argparse.ArgumentParser:

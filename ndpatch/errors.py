@@ -63,3 +63,11 @@ class CacheConversionError(NdpatchError, OSError):
 
 class SamplingError(NdpatchError, LookupError):
     """A sampling strategy with nothing to draw (no room for a negative, no preselected pool)."""
+
+
+class ExportError(NdpatchError, ValueError):
+    """An export, split or import that cannot be done as asked (unknown format, bad fractions)."""
+
+
+class OutputExistsError(NdpatchError, FileExistsError):
+    """An output that already exists and was not meant to be resumed or overwritten."""

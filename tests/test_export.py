@@ -1,0 +1,250 @@
+"""Export formats: chips bit-exact against load_sample and an independent rasterisation; kwcoco,
+webdataset and TFRecord read back; errors; the docs example."""
+import csv
+import json
+import re
+from pathlib import Path
+
+import kwcoco
+import numpy as np
+import pytest
+import shapely
+from osgeo import gdal
+
+import ndpatch
+from ndpatch.cli import main
+from ndpatch.demo import make_dataset, random_pixels, write_raster
+from ndpatch.errors import DatasetError, ExportError, OutputExistsError
+from ndpatch.export import TFRECORD_FEATURES, export
+from ndpatch.masks import class_map
+
+GEO_TRANSFORM = (500000.0, 0.5, 0.0, 4600000.0, 0.0, -0.5)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Two images: a georeferenced RGB uint8 (UTM 33N) and a single-band uint16."""
+    root = tmp_path_factory.mktemp("export_src")
+    dset = make_dataset(root, [{"shape": (70, 90, 3), "dtype": "uint8"}, {"shape": (64, 80), "dtype": "uint16"}])
+    path = dset.get_image_fpath(1)
+    write_raster(path, random_pixels((70, 90, 3), "uint8", np.random.default_rng(5)),
+                 geotransform=GEO_TRANSFORM, crs_epsg=32633)
+    return dset
+
+
+@pytest.fixture(scope="module")
+def chips_dir(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("chips") / "out"
+    export(dataset, out, format="chips", window="32x40", overlap=0.25, progress=False)
+    return out
+
+
+def read_rows(out):
+    with open(out / "chips.csv") as file:
+        return list(csv.DictReader(file))
+
+
+def read_tif(path):
+    ds = gdal.Open(str(path))
+    arr = ds.ReadAsArray()
+    return (arr[None] if arr.ndim == 2 else arr).transpose(1, 2, 0), ds
+
+
+def reference_label(dset, gid, r0, c0, shape):
+    """Pixel-centre rasterisation with shapely, smaller area on top; also the pixels on any edge."""
+    label = np.zeros(shape, np.uint8)
+    edge = np.zeros(shape, bool)
+    rows, cols = np.mgrid[:shape[0], :shape[1]]
+    xs, ys = cols.ravel() + c0 + 0.5, rows.ravel() + r0 + 0.5
+    geoms = []
+    for aid in dset.index.gid_to_aids[gid]:
+        ann = dset.anns[aid]
+        if ann.get("segmentation"):
+            geom = shapely.Polygon(np.array(ann["segmentation"][0]).reshape(-1, 2))
+        else:
+            x, y, w, h = ann["bbox"]
+            geom = shapely.box(x, y, x + w, y + h)
+        geoms.append((-geom.area, aid, geom, ann["category_id"]))
+    for _, _, geom, cid in sorted(geoms, key=lambda g: g[:2]):
+        label[shapely.contains_xy(geom, xs, ys).reshape(shape)] = cid
+        edge |= (shapely.distance(geom.boundary, shapely.points(xs, ys)) < 1e-6).reshape(shape)
+    return label, edge
+
+
+def test_chips_equal_load_sample_and_reference_labels(dataset, chips_dir):
+    sampler = ndpatch.CocoSampler(dataset)
+    rows = read_rows(chips_dir)
+    assert len(rows) == 3 * 3 + 3 * 3  # 70 rows / 32 step 24 -> 0,24,38; 90 cols / 40 step 30 -> 0,30,50 ...
+    for row in rows:
+        gid, r0, r1, c0, c1 = (int(row[k]) for k in ("image_id", "row_start", "row_stop", "col_start", "col_stop"))
+        assert (r1 - r0, c1 - c0) == (32, 40)
+        image, _ = read_tif(chips_dir / "images" / f"{row['chip']}.tif")
+        expected = sampler.load_sample({"gid": gid, "space_slice": (slice(r0, r1), slice(c0, c1))})["im"]
+        assert image.dtype == expected.dtype
+        np.testing.assert_array_equal(image, expected)
+        label, _ = read_tif(chips_dir / "labels" / f"{row['chip']}.tif")
+        assert label.shape[-1] == 1 and label.dtype == np.uint8
+        ref, edge = reference_label(dataset, gid, r0, c0, (32, 40))
+        np.testing.assert_array_equal(label[..., 0][~edge], ref[~edge])
+        assert row["file_name"] == dataset.imgs[gid]["file_name"]
+        assert [int(a) for a in row["aids"].split()] == sampler.load_sample(
+            {"gid": gid, "space_slice": (slice(r0, r1), slice(c0, c1))})["annots"]["aids"].tolist()
+
+
+def test_grid_covers_every_pixel(dataset, chips_dir):
+    covered = {gid: np.zeros((img["height"], img["width"]), int) for gid, img in dataset.imgs.items()}
+    for row in read_rows(chips_dir):
+        covered[int(row["image_id"])][int(row["row_start"]):int(row["row_stop"]),
+                                      int(row["col_start"]):int(row["col_stop"])] += 1
+    assert all((c > 0).all() for c in covered.values())
+
+
+def test_chips_are_georeferenced_and_lossless(chips_dir):
+    for row in read_rows(chips_dir):
+        _, ds = read_tif(chips_dir / "images" / f"{row['chip']}.tif")
+        assert ds.GetMetadataItem("COMPRESSION", "IMAGE_STRUCTURE") == "DEFLATE"
+        if row["image_id"] != "1":
+            assert ds.GetGeoTransform(can_return_null=True) is None
+            continue
+        gt = ds.GetGeoTransform()
+        inverse = gdal.InvGeoTransform(GEO_TRANSFORM)
+        col, row_ = gdal.ApplyGeoTransform(inverse, gt[0], gt[3])
+        assert (round(row_, 9), round(col, 9)) == (int(row["row_start"]), int(row["col_start"]))
+        assert gt[1:] == GEO_TRANSFORM[1:] or np.allclose(gt[1:], GEO_TRANSFORM[1:])
+        assert "32633" in ds.GetProjectionRef()
+        _, label = read_tif(chips_dir / "labels" / f"{row['chip']}.tif")
+        assert label.GetGeoTransform() == gt
+
+
+def test_classes_and_summary(chips_dir):
+    assert json.loads((chips_dir / "classes.json").read_text()) == {
+        "0": "background", "1": "box", "2": "triangle", "3": "point"}
+    summary = json.loads((chips_dir / "summary.json").read_text())
+    assert summary["chips"] == 18 and summary["bytes"] > 0
+    assert sum(summary["class_pixels"].values()) == 18 * 32 * 40
+
+
+def test_kwcoco_export_annotations_are_shifted_originals(dataset, tmp_path):
+    export(dataset, tmp_path / "k", format="kwcoco", window=32, progress=False)
+    out = kwcoco.CocoDataset(str(tmp_path / "k" / "data.kwcoco.json"))
+    assert out.n_images == len(read_rows(tmp_path / "k"))
+    for gid, img in out.imgs.items():
+        src = img["ndpatch_source"]
+        dx, dy = src["col_start"], src["row_start"]
+        got = [out.anns[a] for a in out.index.gid_to_aids[gid]]
+        x0, y0, x1, y1 = dx, dy, src["col_stop"], src["row_stop"]
+        originals = [a for a in dataset.annots(gid=src["image_id"]).objs
+                     if a["bbox"][0] < x1 and a["bbox"][0] + max(a["bbox"][2], 1e-9) > x0
+                     and a["bbox"][1] < y1 and a["bbox"][1] + max(a["bbox"][3], 1e-9) > y0]
+        assert len(got) == len(originals)
+        for new, old in zip(got, originals):
+            assert new["bbox"] == [old["bbox"][0] - dx, old["bbox"][1] - dy, *old["bbox"][2:]]
+            assert new["category_id"] == old["category_id"]
+            if old.get("segmentation"):
+                np.testing.assert_allclose(np.array(new["segmentation"][0]).reshape(-1, 2),
+                                           np.array(old["segmentation"][0]).reshape(-1, 2) - [dx, dy])
+            if old.get("keypoints"):
+                assert new["keypoints"][0]["xy"] == [old["keypoints"][0]["xy"][0] - dx,
+                                                     old["keypoints"][0]["xy"][1] - dy]
+    sampler = ndpatch.CocoSampler(str(tmp_path / "k" / "data.kwcoco.json"))
+    assert sampler.load_sample({"gid": 1})["im"].shape == (32, 32, 3)
+
+
+def expected_sample(sampler, provenance):
+    rows = slice(provenance["row_start"], provenance["row_stop"])
+    cols = slice(provenance["col_start"], provenance["col_stop"])
+    sample = sampler.load_sample({"gid": provenance["image_id"], "space_slice": (rows, cols)})
+    return sample["im"], class_map(sample["annots"], sample["im"].shape[:2]), sample["annots"]
+
+
+def test_webdataset_shards_read_back(dataset, tmp_path):
+    import webdataset as wds
+    export(dataset, tmp_path / "w", format="webdataset", window=32, shard_size=4, progress=False)
+    shards = sorted(str(p) for p in (tmp_path / "w").glob("shard-*.tar"))
+    assert len(shards) == -(-len(read_rows(tmp_path / "w")) // 4)
+    sampler = ndpatch.CocoSampler(dataset)
+    samples = list(wds.WebDataset(shards, shardshuffle=False, empty_check=False).decode())
+    assert [s["__key__"] for s in samples] == [r["chip"] for r in read_rows(tmp_path / "w")]
+    for sample in samples:
+        im, label, annots = expected_sample(sampler, sample["json"]["provenance"])
+        np.testing.assert_array_equal(sample["image.npy"], im)
+        np.testing.assert_array_equal(sample["label.npy"], label)
+        assert [a["category_id"] for a in sample["json"]["annotations"]] == annots["cids"].tolist()
+
+
+def test_tfrecord_shards_read_back(dataset, tmp_path):
+    from tfrecord.reader import tfrecord_loader
+    export(dataset, tmp_path / "t", format="tfrecord", window=32, shard_size=5, progress=False)
+    rows = read_rows(tmp_path / "t")
+    sampler = ndpatch.CocoSampler(dataset)
+    records = [rec for shard in sorted((tmp_path / "t").glob("shard-*.tfrecord"))
+               for rec in tfrecord_loader(str(shard), None, TFRECORD_FEATURES)]
+    assert len(records) == len(rows)
+    for rec, row in zip(records, rows):
+        assert bytes(rec["chip"]).decode() == row["chip"]
+        r0, r1, c0, c1 = rec["window"].tolist()
+        im, label, annots = expected_sample(sampler, {"image_id": int(rec["image_id"][0]), "row_start": r0,
+                                                      "row_stop": r1, "col_start": c0, "col_stop": c1})
+        image = np.frombuffer(bytes(rec["image"]), bytes(rec["image_dtype"]).decode()).reshape(rec["image_shape"])
+        np.testing.assert_array_equal(image, im)
+        np.testing.assert_array_equal(
+            np.frombuffer(bytes(rec["label"]), bytes(rec["label_dtype"]).decode()).reshape(label.shape), label)
+        np.testing.assert_allclose(rec["boxes"].reshape(-1, 4), annots["rel_boxes"].to_xywh().data)
+        assert rec["class_ids"].tolist() == annots["cids"].tolist()
+
+
+def test_two_workers_write_the_same_chips(dataset, chips_dir, tmp_path):
+    export(dataset, tmp_path / "w2", format="chips", window="32x40", overlap=0.25, workers=2, progress=False)
+    assert (tmp_path / "w2" / "chips.csv").read_text() == (chips_dir / "chips.csv").read_text()
+    for row in read_rows(chips_dir):
+        for kind in ("images", "labels"):
+            name = f"{kind}/{row['chip']}.tif"
+            np.testing.assert_array_equal(read_tif(tmp_path / "w2" / name)[0], read_tif(chips_dir / name)[0])
+
+
+def test_targets_positives_and_count(dataset, tmp_path):
+    summary = export(dataset, tmp_path / "p", targets="positives", window=16, count=4, seed=3, progress=False)
+    rows = read_rows(tmp_path / "p")
+    assert summary["chips"] == len(rows) == 4
+    assert all(row["aids"] for row in rows)
+
+
+def test_bad_inputs(dataset, chips_dir, tmp_path):
+    with pytest.raises(ExportError, match="unknown export format 'png'"):
+        export(dataset, tmp_path / "a", format="png", progress=False)
+    with pytest.raises(DatasetError, match="does not exist"):
+        export(tmp_path / "missing.json", tmp_path / "b", progress=False)
+    with pytest.raises(OutputExistsError, match="exists and is not empty"):
+        export(dataset, chips_dir, window="32x40", overlap=0.25, progress=False)
+    with pytest.raises(ExportError, match="settings differ in overlap, window"):
+        export(dataset, chips_dir, window=16, resume=True, progress=False)
+    with pytest.raises(ndpatch.TargetError, match="window size"):
+        export(dataset, tmp_path / "c", window="abc", progress=False)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "keep.txt").write_text("user file")
+    with pytest.raises(OutputExistsError, match="holds no ndpatch export"):
+        export(dataset, tmp_path / "d", resume=True, progress=False)
+
+
+def test_overwrite_replaces_only_the_previous_export(dataset, tmp_path):
+    out = tmp_path / "o"
+    export(dataset, out, window=32, progress=False)
+    (out / "notes.txt").write_text("mine")
+    export(dataset, out, window=64, overwrite=True, progress=False)
+    assert (out / "notes.txt").read_text() == "mine"
+    names = {p.name for p in (out / "images").iterdir()}
+    assert names == {f"{r['chip']}.tif" for r in read_rows(out)}
+
+
+def test_cli_export_and_error_exit(dataset, tmp_path, capsys):
+    assert main(["export", dataset.fpath, str(tmp_path / "cli"), "--window", "32", "--format", "kwcoco"]) == 0
+    assert "chips (kwcoco)" in capsys.readouterr().out
+    assert main(["export", dataset.fpath, str(tmp_path / "cli"), "--window", "32"]) == 2
+    assert "ndpatch: error:" in capsys.readouterr().err
+
+
+def test_docs_example_runs(tmp_path, monkeypatch):
+    text = (Path(__file__).parent.parent / "docs" / "export.md").read_text()
+    monkeypatch.chdir(tmp_path)
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        exec(compile(block, "docs/export.md", "exec"), {})
