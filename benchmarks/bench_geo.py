@@ -1,0 +1,101 @@
+"""Large striped GeoTIFF: random windows read directly vs after COG caching, as ratios.
+
+The scene (10,000 × 10,000, uint8, DEFLATE strips of 32 rows, UTM) is generated
+once outside git, in ``$NDPATCH_BENCH_DATA`` (default ``~/.cache/ndpatch-bench``).
+Every row is a ratio against the direct read of the same windows, measured in
+the same run: full-resolution 256² windows, and 1024² windows at ``scale=0.25``
+(256² out), where the COG's overviews spare GDAL the full-resolution decode.
+
+Run: ``.venv/bin/python benchmarks/bench_geo.py [--windows 100]``; writes
+``benchmarks/results/bench_geo.md`` and ``.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from osgeo import gdal, osr
+
+import ndpatch
+
+SIZE = 10_000
+RESULTS = Path(__file__).parent / "results"
+
+
+def scene(data_dir: Path) -> str:
+    """The kwcoco json of the striped scene, generated on first use."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tif, coco = data_dir / "striped_10k.tif", data_dir / "striped_10k.kwcoco.json"
+    if not tif.exists():
+        tmp = str(tif) + ".tmp.tif"
+        ds = gdal.GetDriverByName("GTiff").Create(tmp, SIZE, SIZE, 1, gdal.GDT_Byte,
+                                                  ["COMPRESS=DEFLATE", "BLOCKYSIZE=32"])
+        ds.SetGeoTransform((500000.0, 1.0, 0.0, 4200000.0, 0.0, -1.0))
+        srs = osr.SpatialReference()
+        srs.ImportFromEPSG(32631)
+        ds.SetProjection(srs.ExportToWkt())
+        rng = np.random.default_rng(0)
+        ramp = (np.arange(SIZE) % 251).astype(np.uint8)
+        for r0 in range(0, SIZE, 1000):  # texture + noise, written in bands of rows
+            rows = (ramp[r0:r0 + 1000, None] + ramp[None, :]) // 2
+            ds.GetRasterBand(1).WriteArray(rows + rng.integers(0, 4, rows.shape, dtype=np.uint8), 0, r0)
+        ds = None
+        os.replace(tmp, tif)
+    if not coco.exists():
+        coco.write_text(json.dumps({"images": [{"id": 1, "file_name": tif.name, "width": SIZE, "height": SIZE}],
+                                    "categories": [], "annotations": []}))
+    return str(coco)
+
+
+def per_window(sampler, targets) -> float:
+    """Seconds per window over ``targets`` (after one warm-up read)."""
+    sampler.load_sample(targets[0], with_annots=False)
+    start = time.perf_counter()
+    for target in targets:
+        sampler.load_sample(target, with_annots=False)
+    return (time.perf_counter() - start) / len(targets)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, default=100)
+    parser.add_argument("--data", default=os.environ.get("NDPATCH_BENCH_DATA",
+                                                        str(Path.home() / ".cache" / "ndpatch-bench")))
+    args = parser.parse_args()
+    coco = scene(Path(args.data))
+    rng = np.random.default_rng(1)
+    full = [{"gid": 1, "cx": float(x), "cy": float(y), "width": 256, "height": 256}
+            for x, y in rng.integers(128, SIZE - 128, (args.windows, 2))]
+    scaled = [{"gid": 1, "cx": float(x), "cy": float(y), "width": 1024, "height": 1024, "scale": 0.25}
+              for x, y in rng.integers(512, SIZE - 512, (args.windows, 2))]
+
+    direct = ndpatch.CocoSampler(coco)
+    workdir = str(Path(args.data) / "cache")
+    start = time.perf_counter()
+    cog = ndpatch.CocoSampler(coco, backend="cog", workdir=workdir)
+    cog.entry(1)
+    convert_s = time.perf_counter() - start
+    rows = []
+    for name, targets in (("256² windows, full resolution", full), ("1024² windows at scale 0.25", scaled)):
+        base = per_window(direct, targets)
+        cached = per_window(cog, targets)
+        rows.append({"case": name, "direct_ms": base * 1e3, "cog_ms": cached * 1e3, "speedup": base / cached})
+    result = {"scene": f"{SIZE}x{SIZE} uint8 DEFLATE strips of 32 rows", "windows": args.windows,
+              "cog_conversion_s (first touch, or 0 when cached)": convert_s, "rows": rows}
+    lines = ["| case | direct ms/window | COG ms/window | speedup (direct / COG) |", "|---|---|---|---|"]
+    lines += [f"| {r['case']} | {r['direct_ms']:.2f} | {r['cog_ms']:.2f} | {r['speedup']:.1f}× |" for r in rows]
+    table = "\n".join(lines)
+    print(table)
+    print(f"COG conversion (first touch): {convert_s:.1f} s")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench_geo.md").write_text(f"# bench_geo\n\n{result['scene']}, {args.windows} random windows\n\n"
+                                          f"{table}\n\nCOG conversion (first touch): {convert_s:.1f} s\n")
+    (RESULTS / "bench_geo.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
