@@ -40,6 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ndpatch import gdalio
+from ndpatch.cache.store import TEMP_MARK
 from ndpatch.errors import ExportError, OutputExistsError
 from ndpatch.export.base import Chip, Writer, publish, window_geotransform
 from ndpatch.export.chips import ChipsWriter
@@ -163,6 +164,8 @@ def _prepare_out_dir(out_dir: Path, settings: dict, resume: bool, overwrite: boo
         changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
         if changed:
             raise ExportError(f"{out_dir}: cannot resume, the export settings differ in {', '.join(changed)}")
+        for leftover in out_dir.rglob(f"*{TEMP_MARK}*"):  # temp files of writes cut short by the kill
+            leftover.unlink()
         return True
     if not overwrite:
         raise OutputExistsError(f"output folder {out_dir} exists and is not empty; "
