@@ -11,8 +11,11 @@ from ndpatch.errors import (CacheConversionError, ChannelError, CorruptCacheErro
                             NdpatchError, SourceReadError, TargetError, UnknownAnnotationError,
                             UnknownImageError, UnknownVideoError)
 from ndpatch.errors import SamplingError
+from ndpatch.errors import ExportError, OutputExistsError
+from ndpatch.pairs import import_pairs
 from ndpatch.regions import Regions, SamplingConfig
 from ndpatch.sampler import CocoSampler
+from ndpatch.splits import split_dataset
 from ndpatch.stitch import Stitcher
 from ndpatch.target import Target
 
@@ -24,4 +27,5 @@ __all__ = [
     "ChannelError", "SourceReadError", "CorruptCacheError", "CacheConversionError",
     "Regions", "SamplingConfig", "Stitcher", "SamplingError",
     "UnknownVideoError",
+    "import_pairs", "split_dataset", "ExportError", "OutputExistsError",  # export: ndpatch.export.export
 ]

@@ -96,13 +96,14 @@ class Chip:
 
     def record(self) -> dict:
         """The provenance row of this chip (``chips.csv`` columns and what the summary needs)."""
-        values, counts = np.unique(self.label, return_counts=True)
+        counts = np.bincount(self.label.ravel())
+        values = np.flatnonzero(counts)
         return {
             "chip": self.name, "image_id": int(self.gid), "file_name": self.file_name,
             "row_start": self.rows.start, "row_stop": self.rows.stop,
             "col_start": self.cols.start, "col_stop": self.cols.stop, "split": self.split,
             "aids": [int(a) for a in self.annots["aids"]],
-            "class_pixels": {str(int(v)): int(n) for v, n in zip(values, counts)},
+            "class_pixels": {str(int(v)): int(counts[v]) for v in values},
         }
 
 
