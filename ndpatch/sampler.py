@@ -294,31 +294,42 @@ class CocoSampler:
         parsed = [tr if isinstance(tr, Target) else self.parse(tr) for tr in targets]
         if not parsed:
             raise TargetError("load_batch needs at least one target")
-        entries = [self.entry(tr.gid) for tr in parsed]
-        bands = [self._band_list(tr, entry) for tr, entry in zip(parsed, entries)]
-        layouts = [(*tr.shape, entry.bands if band is None else len(band),
+        # Scaled and multi-file windows are resampled (as in load_sample), then copied into their slot.
+        resampled = {i: self._read_resampled(tr, None)[0] for i, tr in enumerate(parsed)
+                     if tr.scale != 1 or self.index.is_multi_asset(tr.gid)}
+        entries = [None if i in resampled else self.entry(tr.gid) for i, tr in enumerate(parsed)]
+        bands = [None if entry is None else self._band_list(tr, entry) for tr, entry in zip(parsed, entries)]
+        layouts = [(*resampled[i].shape, resampled[i].dtype) if entry is None else
+                   (*tr.shape, entry.bands if band is None else len(band),
                     entry.dtype if tr.dtype is None else tr.dtype)
-                   for tr, entry, band in zip(parsed, entries, bands)]
+                   for i, (tr, entry, band) in enumerate(zip(parsed, entries, bands))]
         height, width, n_bands, dtype = layouts[0]
-        for entry, layout in zip(entries, layouts):
+
+        def describe(gid: int) -> str:
+            return f"image {gid} ({', '.join(source.path for source in self.index.sources(gid))})"
+        for tr, layout in zip(parsed, layouts):
             if layout != layouts[0]:
-                raise TargetError(f"{entry.describe()}: its window is {layout[:3]} {layout[3]} but the "
-                                  f"batch's first is {layouts[0][:3]} {dtype}; a batch needs one shape and dtype")
+                raise TargetError(f"{describe(tr.gid)}: its window is "
+                                  f"{layout[:3]} {layout[3]} but the batch's first is {layouts[0][:3]} {dtype}; "
+                                  "a batch needs one shape and dtype")
         shape = (len(parsed), height, width, n_bands)
         if out is None:
             out = np.empty(shape, dtype=dtype)
         elif out.shape != shape or out.dtype != dtype:
-            raise TargetError(f"{entries[0].describe()}: out buffer is {out.shape} {out.dtype}, "
+            raise TargetError(f"{describe(parsed[0].gid)}: out buffer is {out.shape} {out.dtype}, "
                               f"the batch needs {shape} {dtype}")
 
         def read(slots: Sequence[int]) -> None:
             for i in slots:
                 tr = parsed[i]
-                read_window(self.backend, entries[i], tr.rows, tr.cols, bands[i], tr.fill, tr.dtype, out[i])
+                if entries[i] is None:
+                    out[i] = resampled[i]
+                else:
+                    read_window(self.backend, entries[i], tr.rows, tr.cols, bands[i], tr.fill, tr.dtype, out[i])
 
         order = sorted(range(len(parsed)), key=lambda i: (parsed[i].gid, parsed[i].rows.start))
         threads = BATCH_THREADS if threads is None else max(1, int(threads))
-        if threads > 1 and len(order) > 1 and any(entry.kind != "npy" for entry in entries):
+        if threads > 1 and len(order) > 1 and any(entry is not None and entry.kind != "npy" for entry in entries):
             n = len(order)
             chunks = [order[k * n // threads:(k + 1) * n // threads] for k in range(threads)]
             for future in [_reader_pool(threads).submit(read, chunk) for chunk in chunks if chunk]:

@@ -156,3 +156,12 @@ def test_window_annots_are_lazy_and_pickle_as_dicts(rgb_dset):
     restored = pickle.loads(pickle.dumps(annots))
     assert type(restored) is dict and sorted(restored) == sorted(annots)
     assert_annots_equal(restored, annots)
+
+
+def test_scaled_windows_are_resampled_as_in_load_sample(samplers):
+    sampler = samplers[1]
+    targets = [{"gid": g, "space_slice": (slice(-4, 28), slice(6, 38)), "scale": 0.5} for g in (1, 2, 3)]
+    targets.append({"gid": 2, "space_slice": (slice(10, 26), slice(0, 16))})  # unscaled, same output size
+    batch = sampler.load_batch(targets, threads=2)
+    assert batch["im"].shape == (4, 16, 16, 3)
+    assert_batch_matches_samples(sampler, targets, batch)
