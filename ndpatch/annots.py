@@ -18,7 +18,7 @@ Example:
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,8 +63,9 @@ class ImageAnnots:
         ``visible_thresh`` also drops those whose visible box fraction is lower;
         ``annot_ids`` restricts the candidates to those ids.
         """
-        bx0, by0, bx1, by1, reach_x, reach_y = self._bounds()
-        keep = (bx0 < x1) & (reach_x > x0) & (by0 < y1) & (reach_y > y0)
+        bx0, by0, bx1, by1, lower_edges = self._bounds()
+        # bx0 < x1, reach_x > x0, by0 < y1, reach_y > y0 as one comparison
+        keep = (lower_edges < np.array([[x1], [-x0], [y1], [-y0]], dtype=np.float64)).all(axis=0)
         if annot_ids is not None:
             keep &= np.isin(self.aids, np.asarray(list(annot_ids), dtype=np.int64))
         if visible_thresh > 0:
@@ -77,15 +78,17 @@ class ImageAnnots:
         return np.flatnonzero(keep)
 
     def _bounds(self) -> tuple[np.ndarray, ...]:
-        """Box edges ``x0, y0, x1, y1`` and how far each box reaches for the window test.
+        """Box edges ``x0, y0, x1, y1``, and ``(x0, -reach_x, y0, -reach_y)`` stacked for the window test.
 
-        A zero-width or zero-height box (a point, a line) reaches just past where
-        it lies, so it counts in the window that holds it.
+        A box reaches to its far edge; a zero-width or zero-height box (a point,
+        a line) reaches just past where it lies, so it counts in the window that
+        holds it.
         """
         if self._edges is None:
             bx0, by0 = self.boxes[:, 0], self.boxes[:, 1]
             bx1, by1 = bx0 + self.boxes[:, 2], by0 + self.boxes[:, 3]
-            self._edges = (bx0, by0, bx1, by1, np.maximum(bx1, bx0 + 1e-9), np.maximum(by1, by0 + 1e-9))
+            reach_x, reach_y = np.maximum(bx1, bx0 + 1e-9), np.maximum(by1, by0 + 1e-9)
+            self._edges = (bx0, by0, bx1, by1, np.stack([bx0, -reach_x, by0, -reach_y]))
         return self._edges
 
     def detections(self):
@@ -212,3 +215,48 @@ def _xywh(ann: dict) -> list[float]:
     if ann.get("keypoints") is not None:
         return list(kwimage.Points.from_coco(ann["keypoints"]).bounding_box().to_xywh().data[0])
     return [np.nan] * 4
+
+
+def stack_windows(windows: Sequence[Mapping]) -> dict[str, np.ndarray]:
+    """The boxes, category ids and annotation ids of many windows' annotations, concatenated.
+
+    ``windows`` are ``annots`` of samples (:class:`WindowAnnots` or plain
+    dicts with ndsampler's keys). Returns ``xyxy`` (N×4 float64, each box in
+    its own window's frame, equal to ``rel_boxes.to_ltrb()``), ``cids``,
+    ``aids`` and ``counts`` (annotations per window), so a batch's labels are
+    built with a few array operations instead of a few per window.
+
+    Example:
+        >>> import kwcoco
+        >>> dset = kwcoco.CocoDataset.demo("shapes2")
+        >>> image_annots = ImageAnnots.from_coco([dset.anns[a] for a in dset.index.gid_to_aids[1]], dset)
+        >>> windows = [window_annots(image_annots, np.array([0]), 10, 20, 1),
+        ...            window_annots(image_annots, np.array([], dtype=np.int64), 0, 0, 1)]
+        >>> stacked = stack_windows(windows)
+        >>> stacked["counts"].tolist(), bool((stacked["xyxy"] == windows[0].xyxy).all())
+        ([1, 0], True)
+    """
+    xywh, origins, cids, aids, counts = [], [], [], [], []
+    for window in windows:
+        if isinstance(window, WindowAnnots):
+            image_annots, idxs = window.image_annots, window.idxs
+            xywh.append(image_annots.boxes[idxs])
+            cids.append(image_annots.cids[idxs])
+            aids.append(image_annots.aids[idxs])
+            origins.append((window.x0, window.y0))
+            counts.append(len(idxs))
+        else:
+            xywh.append(np.asarray(window["rel_boxes"].to_xywh().data, dtype=np.float64).reshape(-1, 4))
+            cids.append(np.asarray(window["cids"], dtype=np.int64))
+            aids.append(np.asarray(window["aids"], dtype=np.int64))
+            origins.append((0, 0))
+            counts.append(len(xywh[-1]))
+    counts = np.array(counts, dtype=np.int64)
+    boxes = np.concatenate(xywh) if xywh else np.zeros((0, 4))
+    top_left = boxes[:, :2] - np.repeat(np.array(origins, dtype=np.float64).reshape(-1, 2), counts, axis=0)
+    return {
+        "xyxy": np.concatenate([top_left, top_left + boxes[:, 2:]], axis=1),
+        "cids": np.concatenate(cids) if cids else np.zeros(0, np.int64),
+        "aids": np.concatenate(aids) if aids else np.zeros(0, np.int64),
+        "counts": counts,
+    }

@@ -52,6 +52,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler
 
 from ndpatch import gdalio
+from ndpatch.annots import stack_windows
 from ndpatch.errors import NdpatchError
 from ndpatch.rng import RngLike, coerce_rng
 from ndpatch.target import Target
@@ -94,8 +95,8 @@ class BatchReader:
             if self.mean is not None:
                 im = im.sub_(self.mean).div_(self.std)
         parsed = raw["targets"]
-        batch = {"im": im, "gid": torch.tensor([tr.gid for tr in parsed], dtype=torch.int64),
-                 "origin": torch.tensor([(tr.cols.start, tr.rows.start) for tr in parsed], dtype=torch.int64)}
+        where = torch.tensor([(tr.gid, tr.cols.start, tr.rows.start) for tr in parsed], dtype=torch.int64)
+        batch = {"im": im, "gid": where[:, 0], "origin": where[:, 1:]}
         if index is not None:
             batch["index"] = torch.as_tensor(index, dtype=torch.int64)
         if self.task is not None:
@@ -103,9 +104,13 @@ class BatchReader:
         return batch
 
     def _labels(self, parsed: list[Target], annots: list, shape: tuple[int, int]) -> dict:
-        targets = [{"boxes": torch.from_numpy(a.xyxy.astype(np.float32)),
-                    "labels": torch.from_numpy(a["cids"]), "aids": torch.from_numpy(a["aids"]),
-                    "image_id": tr.gid} for tr, a in zip(parsed, annots)]
+        stacked = stack_windows(annots)
+        counts = stacked["counts"].tolist()
+        boxes = torch.from_numpy(stacked["xyxy"].astype(np.float32)).split(counts)
+        cids = torch.from_numpy(stacked["cids"]).split(counts)
+        aids = torch.from_numpy(stacked["aids"]).split(counts)
+        targets = [{"boxes": b, "labels": c, "aids": a, "image_id": tr.gid}
+                   for tr, b, c, a in zip(parsed, boxes, cids, aids)]
         labels = {"targets": targets}
         if self.task == "segmentation":
             from ndpatch import masks
@@ -116,36 +121,37 @@ class BatchReader:
             labels["class_map"] = torch.from_numpy(class_maps)
         elif self.task == "classification":
             multi_hot = torch.zeros((len(annots), self.num_classes), dtype=torch.float32)
-            for row, window in zip(multi_hot, annots):
-                cids = window["cids"]
-                row[torch.from_numpy(cids[cids > 0])] = 1
+            rows = torch.repeat_interleave(torch.arange(len(annots)), torch.from_numpy(stacked["counts"]))
+            named = torch.from_numpy(stacked["cids"]) > 0
+            multi_hot[rows[named], torch.from_numpy(stacked["cids"])[named]] = 1
             labels["multi_hot"] = multi_hot
-            labels["label"] = torch.tensor([main_class(tr, a, shape) for tr, a in zip(parsed, annots)],
-                                           dtype=torch.int64)
+            labels["label"] = torch.tensor(
+                [main_class(tr.aid, a.numpy(), c.numpy(), b.numpy(), shape)
+                 for tr, a, c, b in zip(parsed, aids, cids, torch.from_numpy(stacked["xyxy"]).split(counts))],
+                dtype=torch.int64)
         return labels
 
 
-def main_class(tr: Target, annots, shape: tuple[int, int]) -> int:
+def main_class(aid: int | None, aids: np.ndarray, cids: np.ndarray, xyxy: np.ndarray,
+               shape: tuple[int, int]) -> int:
     """The category of a window: its target's ``aid``, else the annotation covering most of it, else 0.
 
+    ``aids``, ``cids`` and ``xyxy`` describe the window's annotations (boxes in
+    its pixel frame); ``shape`` is its (height, width).
+
     >>> import numpy as np
-    >>> class Annots(dict):
-    ...     xyxy = np.array([[0., 0, 4, 4], [-10, -10, 30, 30]])
-    >>> annots = Annots(aids=np.array([5, 6]), cids=np.array([2, 3]))
-    >>> main_class(Target(gid=1, space_slice=(slice(0, 8), slice(0, 8))), annots, (8, 8))
-    3
-    >>> main_class(Target(gid=1, space_slice=(slice(0, 8), slice(0, 8)), aid=5), annots, (8, 8))
-    2
+    >>> aids, cids = np.array([5, 6]), np.array([2, 3])
+    >>> xyxy = np.array([[0., 0, 4, 4], [-10, -10, 30, 30]])
+    >>> main_class(None, aids, cids, xyxy, (8, 8)), main_class(5, aids, cids, xyxy, (8, 8))
+    (3, 2)
     """
-    aids, cids = annots["aids"], annots["cids"]
-    if tr.aid is not None and tr.aid in aids:
-        return max(int(cids[list(aids).index(tr.aid)]), 0)
+    if aid is not None and aid in aids:
+        return max(int(cids[list(aids).index(aid)]), 0)
     if len(aids) == 0:
         return 0
     height, width = shape
-    boxes = annots.xyxy
-    inside_w = np.clip(boxes[:, 2], 0, width) - np.clip(boxes[:, 0], 0, width)
-    inside_h = np.clip(boxes[:, 3], 0, height) - np.clip(boxes[:, 1], 0, height)
+    inside_w = np.clip(xyxy[:, 2], 0, width) - np.clip(xyxy[:, 0], 0, width)
+    inside_h = np.clip(xyxy[:, 3], 0, height) - np.clip(xyxy[:, 1], 0, height)
     return max(int(cids[int(np.argmax(inside_w * inside_h))]), 0)
 
 
@@ -190,7 +196,8 @@ class PatchDataset(Dataset):
         classes = np.zeros(len(self.targets), dtype=np.int64)
         for i, target in enumerate(self.targets):
             tr = target if isinstance(target, Target) else self.sampler.parse(target)
-            classes[i] = main_class(tr, self.sampler._window_annots(tr), tr.shape)
+            window = stack_windows([self.sampler._window_annots(tr)])
+            classes[i] = main_class(tr.aid, window["aids"], window["cids"], window["xyxy"], tr.shape)
         return classes
 
 

@@ -105,17 +105,22 @@ def test_segmentation_and_classification_labels(dset, targets):
                                       masks.instance_masks(annots, (16, 20)).astype(np.uint8))
         present = sorted(set(annots["cids"].tolist()))
         assert torch.nonzero(cls["multi_hot"][i]).flatten().tolist() == present
-        assert cls["label"][i] == main_class(sampler.parse(target), annots, (16, 20))
+        tr = sampler.parse(target)
+        assert cls["label"][i] == main_class(tr.aid, annots["aids"], annots["cids"],
+                                             annots["rel_boxes"].to_ltrb().data, (16, 20))
     assert cls["label"][-1] == dset.anns[2]["category_id"]  # the aid target's own class
     assert 0 in cls["label"].tolist()  # some windows hold no annotation: background
 
 
 def test_main_class_is_the_annotation_covering_most_of_the_window(dset):
     sampler = ndpatch.CocoSampler(dset)
-    box_aid = 1  # the box at the top-left corner of image 1
-    x, y, w, h = dset.anns[box_aid]["bbox"]
-    tr = sampler.parse({"gid": 1, "space_slice": (slice(0, int(h)), slice(0, int(w)))})
-    assert main_class(tr, sampler._window_annots(tr), tr.shape) == dset.anns[box_aid]["category_id"]
+    # image 1 (48x64): a box at the top-left corner (aid 1), a triangle in the middle (aid 2)
+    for window, winner in [((slice(0, 20), slice(0, 24)), 1), ((slice(8, 40), slice(10, 50)), 2)]:
+        annots = sampler.load_sample({"gid": 1, "space_slice": window})["annots"]
+        assert sorted(annots["aids"].tolist()) == [1, 2]
+        shape = (window[0].stop - window[0].start, window[1].stop - window[1].start)
+        assert main_class(None, annots["aids"], annots["cids"], annots["rel_boxes"].to_ltrb().data,
+                          shape) == dset.anns[winner]["category_id"]
 
 
 def test_getitem_and_collate_equal_the_batched_path(dset, targets):
