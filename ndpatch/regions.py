@@ -87,7 +87,18 @@ def axis_starts(length: int, window: int, overlap: float = 0.0, edge: str = "shi
         raise TargetError(f"window_overlap must be in [0, 1), got {overlap!r}")
     if edge not in ("shift", "pad"):
         raise TargetError(f"edge must be 'shift' or 'pad', got {edge!r}")
-    stride = max(1, int(round(window * (1 - overlap))))
+    return strided_starts(length, window, max(1, int(round(window * (1 - overlap)))), edge)
+
+
+def strided_starts(length: int, window: int, stride: int, edge: str = "shift") -> np.ndarray:
+    """Starts of windows ``stride`` apart that cover ``[0, length)`` (``edge`` as in :func:`axis_starts`).
+
+    >>> strided_starts(7, 3, 2).tolist(), strided_starts(7, 3, 3).tolist()
+    ([0, 2, 4], [0, 3, 4])
+    """
+    if not 1 <= stride <= window:
+        raise TargetError(f"a stride of {stride} with windows of {window} would leave gaps: "
+                          f"it must be in [1, {window}]")
     n = math.ceil(max(length - window, 0) / stride) + 1
     starts = np.arange(n, dtype=np.int64) * stride
     if edge == "shift" and length > window:
@@ -721,16 +732,25 @@ class Regions:
 
     # -- grids -----------------------------------------------------------------------------
     def new_sample_grid(self, task: str = "detection", window_dims=None, window_overlap: float = 0.0,
-                        edge: str = "shift", gids: Sequence[int] | None = None) -> dict[str, list[dict]]:
+                        edge: str = "shift", gids: Sequence[int] | None = None,
+                        time_stride: int | None = None,
+                        vidids: Sequence[int] | None = None) -> dict[str, list[dict]]:
         """Windows covering every pixel of every image (or of ``gids``), split by label.
 
         ``window_dims`` is (height, width), ``'full'`` (one window per image) or
         None (the configured ``window_dims``). Returns ``{'positives': [...],
         'negatives': [...]}``; each target has ``gid``, ``space_slice``, ``aids``
         (annotations whose extent meets the window) and ``label``.
+        ``window_dims=(time, height, width)`` gives a space-time grid over every
+        video (or ``vidids``), ``time_stride`` frames apart
+        (:meth:`ndpatch.video.VideoRegions.new_sample_grid`).
         """
         if task not in ("detection", "image_detection"):
             raise TargetError(f"new_sample_grid supports task='detection', got {task!r}")
+        if window_dims is not None and not isinstance(window_dims, str) and len(window_dims) == 3:
+            from ndpatch.video import VideoRegions
+            return VideoRegions(self.sampler, window_dims).new_sample_grid(
+                time_stride=time_stride, window_overlap=window_overlap, edge=edge, vidids=vidids)
         window_dims = self.config.window_dims if window_dims is None else window_dims
         if window_dims is None:
             raise TargetError("new_sample_grid needs window_dims=(height, width) or 'full'")

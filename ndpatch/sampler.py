@@ -31,7 +31,7 @@ from ndpatch.errors import TargetError
 from ndpatch import geo
 from ndpatch.index import LABEL_CHANNELS, DatasetIndex
 from ndpatch.target import Target, parse_target
-from ndpatch.video import is_video_target, load_video_sample
+from ndpatch.video import is_video_target, load_video_batch, load_video_sample
 from ndpatch.warp import read_aligned, read_resampled
 
 
@@ -282,6 +282,9 @@ class CocoSampler:
         Returns a dict with ``im`` (B×H×W×C), ``targets`` (the parsed targets)
         and, when ``with_annots``, ``annots`` (one entry per target, the keys of
         ``load_sample``'s ``annots``).
+        Video targets (``vidid`` / ``gids``) of one T×H×W×C shape give a
+        (B, T, H, W, C) ``im`` (:func:`ndpatch.video.load_video_batch`); a
+        batch cannot mix them with image targets.
 
         Example:
             >>> import ndpatch
@@ -291,6 +294,10 @@ class CocoSampler:
             >>> batch["im"].shape, len(batch["annots"])
             ((2, 32, 32, 3), 2)
         """
+        if any(is_video_target(tr) for tr in targets):
+            threads = BATCH_THREADS if threads is None else max(1, int(threads))
+            return load_video_batch(self, targets, with_annots, out,
+                                    _reader_pool(threads) if threads > 1 else None)
         parsed = [tr if isinstance(tr, Target) else self.parse(tr) for tr in targets]
         if not parsed:
             raise TargetError("load_batch needs at least one target")
