@@ -106,30 +106,55 @@ class BatchReader:
     def _labels(self, parsed: list[Target], annots: list, shape: tuple[int, int]) -> dict:
         stacked = stack_windows(annots)
         counts = stacked["counts"].tolist()
-        boxes = torch.from_numpy(stacked["xyxy"].astype(np.float32)).split(counts)
-        cids = torch.from_numpy(stacked["cids"]).split(counts)
-        aids = torch.from_numpy(stacked["aids"]).split(counts)
-        targets = [{"boxes": b, "labels": c, "aids": a, "image_id": tr.gid}
-                   for tr, b, c, a in zip(parsed, boxes, cids, aids)]
-        labels = {"targets": targets}
+        columns = {"boxes": torch.from_numpy(stacked["xyxy"].astype(np.float32)),
+                   "labels": torch.from_numpy(stacked["cids"]), "aids": torch.from_numpy(stacked["aids"])}
+        labels = {}
         if self.task == "segmentation":
             from ndpatch import masks
             class_maps = np.zeros((len(annots), *shape), dtype=np.int64)
-            for target, window, class_map in zip(targets, annots, class_maps):
+            instance_masks = np.zeros((len(stacked["cids"]), *shape), dtype=np.uint8)
+            starts = np.cumsum([0] + counts)
+            for window, class_map, start, stop in zip(annots, class_maps, starts, starts[1:]):
                 class_map[...] = masks.class_map(window, shape, masks.label_dtype(self.num_classes - 1))
-                target["masks"] = torch.from_numpy(masks.instance_masks(window, shape).view(np.uint8))
+                instance_masks[start:stop] = masks.instance_masks(window, shape)
+            columns["masks"] = torch.from_numpy(instance_masks)
             labels["class_map"] = torch.from_numpy(class_maps)
-        elif self.task == "classification":
+        labels["targets"] = BatchTargets(columns, counts, [tr.gid for tr in parsed])
+        if self.task == "classification":
             multi_hot = torch.zeros((len(annots), self.num_classes), dtype=torch.float32)
             rows = torch.repeat_interleave(torch.arange(len(annots)), torch.from_numpy(stacked["counts"]))
             named = torch.from_numpy(stacked["cids"]) > 0
             multi_hot[rows[named], torch.from_numpy(stacked["cids"])[named]] = 1
             labels["multi_hot"] = multi_hot
+            starts = np.cumsum([0] + counts)
             labels["label"] = torch.tensor(
-                [main_class(tr.aid, a.numpy(), c.numpy(), b.numpy(), shape)
-                 for tr, a, c, b in zip(parsed, aids, cids, torch.from_numpy(stacked["xyxy"]).split(counts))],
-                dtype=torch.int64)
+                [main_class(tr.aid, stacked["aids"][a:b], stacked["cids"][a:b], stacked["xyxy"][a:b], shape)
+                 for tr, a, b in zip(parsed, starts, starts[1:])], dtype=torch.int64)
         return labels
+
+
+class BatchTargets(list):
+    """The per-image target dicts of a batch: a list that pickles as one tensor per key.
+
+    A DataLoader worker sends every tensor through its own shared-memory
+    handle, so a few small label tensors per image would cost more than the
+    pixels. This list sends the batch's concatenated ``columns`` (and the
+    annotation ``counts`` per image) and rebuilds the per-image views on arrival.
+
+    >>> import torch, pickle
+    >>> targets = BatchTargets({"labels": torch.tensor([3, 1, 2])}, [2, 0, 1], [7, 8, 9])
+    >>> [t["labels"].tolist() for t in pickle.loads(pickle.dumps(targets))], targets[2]["image_id"]
+    ([[3, 1], [], [2]], 9)
+    """
+
+    def __init__(self, columns: dict[str, torch.Tensor], counts: list[int], image_ids: list[int]):
+        self.columns, self.counts, self.image_ids = columns, counts, image_ids
+        parts = {key: column.split(counts) for key, column in columns.items()}
+        super().__init__({**{key: split[i] for key, split in parts.items()}, "image_id": gid}
+                         for i, gid in enumerate(image_ids))
+
+    def __reduce__(self):
+        return BatchTargets, (self.columns, self.counts, self.image_ids)
 
 
 def main_class(aid: int | None, aids: np.ndarray, cids: np.ndarray, xyxy: np.ndarray,
