@@ -159,7 +159,12 @@ def main() -> None:
                         help="GDAL block cache, smaller than the decoded images as in real use")
     args = parser.parse_args()
     gdal.SetCacheMax(args.gdal_cache_mb * 2**20)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-dataloader-"))
+    with tempfile.TemporaryDirectory(prefix="bench-dataloader-") as tmp:
+        report(args, Path(tmp))
+
+
+def report(args: argparse.Namespace, tmp: Path) -> None:
+    """Measure everything on images written under ``tmp``; print and write the results."""
     dset = make_images(tmp, args.images, args.size)
     rng = np.random.default_rng(1)
     windows = [(int(rng.integers(args.images)), int(rng.integers(0, args.size - WINDOW)),
