@@ -155,7 +155,10 @@ class CogBackend:
         quality: JPEG quality.
         overviews: write internal overviews.
         in_place: read tiled lossless GeoTIFF sources without converting them.
-        threads: GDAL compression threads while converting.
+        threads: GDAL compression threads while converting (``'ALL_CPUS'`` or a count).
+            Default 1: GDAL's worker threads do not survive a fork, and a forked
+            process (a DataLoader worker) that converts after its parent used
+            them hangs. ``ndpatch warmup`` gets its parallelism from processes.
         content_hash: also key entries on a sha256 of the source bytes.
     """
 
@@ -163,7 +166,7 @@ class CogBackend:
 
     def __init__(self, workdir: str | os.PathLike | None = None, blocksize: int = 256,
                  compress: str | None = None, level: int | None = None, quality: int = 90,
-                 overviews: bool = True, in_place: bool = True, threads: str = "ALL_CPUS",
+                 overviews: bool = True, in_place: bool = True, threads: int | str = 1,
                  content_hash: bool = False):
         if int(blocksize) < 128 or int(blocksize) % 16:
             raise NdpatchError(f"COG blocksize must be a multiple of 16 and >= 128, not {blocksize}")
