@@ -45,7 +45,6 @@ import math
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -89,6 +88,9 @@ class BatchReader:
 
     def __call__(self, targets: Sequence[dict | Target], index: Sequence[int] | None = None) -> dict:
         raw = self.sampler.load_batch(targets, with_annots=self.task is not None, threads=self.threads)
+        if raw["im"].ndim != 4:
+            raise NdpatchError(f"PatchDataset serves image windows (B, H, W, C); these targets give "
+                               f"{raw['im'].shape} (video targets: use sampler.load_batch directly)")
         im = torch.from_numpy(raw["im"]).permute(0, 3, 1, 2)
         if self.dtype is not None:
             im = im.to(self.dtype)

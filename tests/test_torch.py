@@ -286,3 +286,11 @@ def test_example_training_loop_runs_and_its_loss_decreases(tmp_path):
     assert result.returncode == 0, result.stderr
     losses = [float(v) for v in re.findall(r"loss ([0-9.]+)", result.stdout)]
     assert len(losses) >= 2 and losses[-1] < losses[0], result.stdout
+
+
+def test_video_targets_are_refused_with_a_clear_error():
+    sampler = ndpatch.CocoSampler.demo("vidshapes2")
+    gids = sampler.dset.index.vidid_to_gids[1][:2]
+    dataset = PatchDataset(sampler, [{"gids": list(gids), "space_slice": (slice(0, 8), slice(0, 8))}])
+    with pytest.raises(NdpatchError, match="serves image windows"):
+        dataset.__getitems__([0])
