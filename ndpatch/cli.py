@@ -180,8 +180,70 @@ def add_import_pairs(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def add_warmup(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "warmup", help="convert every image of a dataset into the cache, in parallel",
+        description="Convert every image of DATASET not yet cached, in worker processes, with a "
+                    "progress bar and a summary. A second run converts nothing.")
+    parser.add_argument("dataset", help="kwcoco or MS-COCO json")
+    parser.add_argument("--backend", default="auto", choices=["npy", "cog", "auto"])
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU)")
+    parser.add_argument("--workdir", default=None, help="cache folder (default: $NDPATCH_CACHE, "
+                                                        "else the per-user cache dir)")
+    parser.add_argument("--blocksize", type=int, default=None, help="COG tile size (cog, auto)")
+    parser.add_argument("--compress", default=None, help="COG codec: ZSTD, DEFLATE, LZW or JPEG (cog, auto)")
+
+    def run(args) -> int:
+        from ndpatch.warmup import warmup
+        options = {key: value for key, value in (("blocksize", args.blocksize),
+                                                 ("compress", args.compress)) if value is not None}
+        summary = warmup(args.dataset, backend=args.backend, workers=args.workers,
+                         workdir=args.workdir, **options)
+        print(summary)
+        return 1 if summary.failed else 0
+
+    parser.set_defaults(func=run)
+
+
+def add_cache(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "cache", help="show, verify or clear the cache",
+        description="info: entries and bytes per backend; verify: re-validate every entry "
+                    "(exit 1 if any is corrupt or stale); clear: remove every entry.")
+    parser.add_argument("action", choices=["info", "verify", "clear"])
+    parser.add_argument("--workdir", default=None, help="cache folder (default: $NDPATCH_CACHE, "
+                                                        "else the per-user cache dir)")
+    parser.add_argument("--delete", action="store_true", help="verify: also delete bad entries")
+
+    def run(args) -> int:
+        from ndpatch.cache import CacheStore, cache_root, validate_entry
+        store = CacheStore(cache_root(args.workdir))
+        if args.action == "info":
+            info = store.info()
+            print(f"cache {info['root']}: {info['entries']} entries, {info['bytes'] / 2**20:.1f} MB")
+            for kind, stats in sorted(info["by_kind"].items()):
+                print(f"  {kind}: {stats['entries']} entries ({stats['in_place']} read in place), "
+                      f"{stats['bytes'] / 2**20:.1f} MB")
+            if info["orphans"] or info["temp_files"]:
+                print(f"  {info['orphans']} orphaned files, {info['temp_files']} temp files "
+                      "(removed by the next writer or `ndpatch cache clear`)")
+            return 0
+        if args.action == "verify":
+            results = store.verify(validate_entry, delete=args.delete)
+            bad = [r for r in results if r.status != "ok"]
+            for result in bad:
+                print(f"  {result.status}: {result.key} ({result.source}): {result.reason}"
+                      + (" [deleted]" if args.delete else ""))
+            print(f"cache {store.root}: {len(results) - len(bad)} of {len(results)} entries ok")
+            return 1 if bad else 0
+        print(f"cache {store.root}: removed {store.clear()} entries")
+        return 0
+
+    parser.set_defaults(func=run)
+
+
 #: Every subcommand, in the order ``ndpatch --help`` lists them.
-SUBCOMMANDS = [add_demo, add_import_vectors, add_show, add_export, add_split, add_import_pairs]
+SUBCOMMANDS = [add_demo, add_import_vectors, add_show, add_export, add_split, add_import_pairs, add_warmup, add_cache]
 
 
 def build_parser() -> argparse.ArgumentParser:

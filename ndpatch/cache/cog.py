@@ -235,6 +235,7 @@ class AutoBackend:
                  content_hash: bool = False, **cog_options):
         self.npy = NpyBackend(workdir, content_hash=content_hash)
         self.cog = CogBackend(workdir, content_hash=content_hash, **cog_options)
+        self.store = self.npy.store
         self.npy_max_mb = npy_max_mb
 
     def choose(self, source: ImageSource) -> NpyBackend | CogBackend:

@@ -1,0 +1,145 @@
+"""Convert every image of a dataset into the cache ahead of training, in parallel processes.
+
+Images already cached are skipped without starting workers; the others are
+converted by a pool of processes (each conversion is locked and atomic, so
+concurrent warmups and samplers are safe). Failures are collected with their
+reasons rather than stopping the run.
+
+Example:
+    >>> import tempfile
+    >>> from ndpatch.demo import make_dataset
+    >>> tmp = tempfile.mkdtemp()
+    >>> dset = make_dataset(tmp, [{"shape": (40, 50, 3), "dtype": "uint8"}] * 2)
+    >>> summary = warmup(dset, backend="npy", workdir=f"{tmp}/cache", workers=0, progress=False)
+    >>> summary.converted, summary.cached, summary.failed
+    (2, 0, {})
+    >>> warmup(dset, backend="npy", workdir=f"{tmp}/cache", workers=0, progress=False).converted
+    0
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from ndpatch.cache import CACHE_BACKENDS, make_backend
+from ndpatch.cache.base import ImageSource
+from ndpatch.errors import NdpatchError
+from ndpatch.index import DatasetIndex
+
+
+@dataclass
+class WarmupSummary:
+    """What a warmup did: counts, failures by image id, bytes written, seconds."""
+
+    backend: str
+    root: str
+    total: int = 0
+    converted: int = 0
+    cached: int = 0
+    failed: dict[int, str] = field(default_factory=dict)
+    bytes_written: int = 0
+    elapsed: float = 0.0
+
+    def __str__(self) -> str:
+        head = f"warmup ({self.backend}, cache {self.root}): {self.total} images"
+        if self.converted == 0 and not self.failed:
+            return f"{head}: nothing to do, all already cached ({self.elapsed:.1f} s)"
+        lines = [f"{head}: {self.converted} converted, {self.cached} already cached, "
+                 f"{len(self.failed)} failed; {human_bytes(self.bytes_written)} written "
+                 f"in {self.elapsed:.1f} s"]
+        lines += [f"  failed: {reason}" for reason in self.failed.values()]
+        return "\n".join(lines)
+
+
+def human_bytes(n: int) -> str:
+    """``1536`` → ``'1.5 kB'`` (powers of 1024).
+
+    Example:
+        >>> human_bytes(0), human_bytes(1536), human_bytes(50 * 2**20)
+        ('0 B', '1.5 kB', '50.0 MB')
+    """
+    if n < 1024:
+        return f"{n} B"
+    for unit in ("kB", "MB", "GB", "TB"):
+        n /= 1024
+        if n < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}"
+
+
+_WORKER_BACKEND = None
+
+
+def _init_worker(backend: str, workdir: str | None, options: dict) -> None:
+    global _WORKER_BACKEND
+    _WORKER_BACKEND = make_backend(backend, workdir=workdir, **options)
+
+
+def _convert(source: ImageSource, backend=None) -> tuple[int, bool, int, str | None]:
+    """Ensure one image; returns ``(gid, converted, bytes_written, error)``."""
+    try:
+        entry = (backend or _WORKER_BACKEND).ensure(source)
+    except (NdpatchError, OSError) as err:
+        return source.gid, False, 0, str(err)
+    return source.gid, entry.meta["converted"], entry.meta["bytes_written"], None
+
+
+def warmup(dset: Any, backend: str = "auto", workers: int | None = None,
+           workdir: str | None = None, progress: bool = True, **options) -> WarmupSummary:
+    """Convert every image of ``dset`` not yet cached by ``backend``.
+
+    Args:
+        dset: a ``kwcoco.CocoDataset`` or the path of a dataset json.
+        backend: ``'npy'``, ``'cog'`` or ``'auto'``.
+        workers: worker processes (default: one per CPU; 0 converts in this process).
+        workdir: the cache root (default ``$NDPATCH_CACHE``, else the per-user cache dir).
+        progress: show a tqdm progress bar.
+        options: backend settings (e.g. ``blocksize``), as for ``CocoSampler``.
+    """
+    started = time.perf_counter()
+    index = DatasetIndex(dset)
+    if backend not in CACHE_BACKENDS:
+        raise NdpatchError(f"warmup needs a cache backend ({', '.join(CACHE_BACKENDS)}), not {backend!r}")
+    cache = make_backend(backend, workdir=workdir, **options)
+    summary = WarmupSummary(backend=backend, root=str(cache.store.root), total=len(index.dset.imgs))
+    pending = []
+    for gid in sorted(index.dset.imgs):
+        try:
+            source = index.source(gid)
+            if cache.cached(source):
+                summary.cached += 1
+            else:
+                pending.append(source)
+        except (NdpatchError, OSError) as err:
+            summary.failed[gid] = str(err)
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    with tqdm(total=len(pending), desc=f"warmup {backend}", unit="img", disable=not progress) as bar:
+        if workers == 0 or len(pending) <= 1:
+            results = (_convert(source, cache) for source in pending)
+            _collect(results, summary, bar)
+        else:
+            context = multiprocessing.get_context("forkserver")
+            with ProcessPoolExecutor(min(workers, len(pending)), mp_context=context,
+                                     initializer=_init_worker,
+                                     initargs=(backend, workdir, options)) as pool:
+                futures = [pool.submit(_convert, source) for source in pending]
+                _collect((future.result() for future in as_completed(futures)), summary, bar)
+    summary.elapsed = time.perf_counter() - started
+    return summary
+
+
+def _collect(results, summary: WarmupSummary, bar: tqdm) -> None:
+    for gid, converted, nbytes, error in results:
+        if error is not None:
+            summary.failed[gid] = error
+        elif converted:
+            summary.converted += 1
+            summary.bytes_written += nbytes
+        else:
+            summary.cached += 1  # another process converted it meanwhile
+        bar.update()
