@@ -159,6 +159,12 @@ class CocoSampler:
         tf_rel_to_abs = kwimage.Affine.translate((x0, y0))
         if tr.scale != 1:
             tf_rel_to_abs = tf_rel_to_abs @ kwimage.Affine.scale(1 / tr.scale)
+        if tr.scale == 1 and nodata is None:  # geo.valid_fraction's value, without per-pixel work
+            rows_in = max(0, min(y1, data_dims[0]) - max(y0, 0))
+            cols_in = max(0, min(x1, data_dims[1]) - max(x0, 0))
+            valid_fraction = (rows_in / (y1 - y0)) * (cols_in / (x1 - x0))
+        else:
+            valid_fraction = geo.valid_fraction(im, tf_rel_to_abs, data_dims, nodata)
         normalized = {
             **target, "gid": tr.gid, "space_slice": space_slice, "slices": space_slice,
             "pad": tr.pad, "space_dims": data_dims, "data_dims": data_dims,
@@ -177,7 +183,7 @@ class CocoSampler:
                 "data_dims": data_dims,
                 "pad": tr.pad,
                 "scale": tr.scale,
-                "valid_fraction": geo.valid_fraction(im, tf_rel_to_abs, data_dims, nodata),
+                "valid_fraction": valid_fraction,
                 **self._window_georef(tr.gid, tf_rel_to_abs),
             },
             "classes": self.classes,

@@ -1,0 +1,76 @@
+"""`ndpatch warmup` and `ndpatch cache info|verify|clear`, and the docs/cache.md example."""
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ndpatch.cli import main
+from ndpatch.demo import make_dataset
+from ndpatch.sampler import CocoSampler
+from ndpatch.warmup import warmup
+
+SPECS = [{"shape": (120, 100, 3), "dtype": "uint8"}, {"shape": (60, 80), "dtype": "uint16"},
+         {"shape": (50, 40), "dtype": "uint8", "driver": "PNG"}]
+
+
+@pytest.fixture
+def dset(tmp_path):
+    return make_dataset(tmp_path / "data", SPECS)
+
+
+def test_warmup_cli_converts_in_parallel_then_does_nothing(dset, tmp_path, capsys):
+    workdir = str(tmp_path / "cache")
+    args = ["warmup", dset.fpath, "--backend", "cog", "--workers", "2", "--workdir", workdir]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "3 images: 3 converted, 0 already cached, 0 failed" in out
+    assert float(re.search(r"([\d.]+) [kMG]?B written", out).group(1)) > 0
+    assert main(args) == 0
+    assert "3 images: nothing to do, all already cached" in capsys.readouterr().out
+    sampler = CocoSampler(dset.fpath, workdir=workdir, backend="cog")
+    assert not any(sampler.entry(gid).meta["converted"] for gid in (1, 2, 3))
+    assert main(["cache", "info", "--workdir", workdir]) == 0
+    out = capsys.readouterr().out
+    assert "3 entries" in out and "cog: 3 entries (0 read in place)" in out
+
+
+def test_warmup_reports_failures_with_reasons(dset, tmp_path):
+    missing = CocoSampler(dset).index.source(2).path
+    os.unlink(missing)
+    summary = warmup(dset, backend="npy", workdir=str(tmp_path / "cache"), workers=0, progress=False)
+    assert (summary.converted, summary.cached, list(summary.failed)) == (2, 0, [2])
+    assert "image 2" in summary.failed[2] and missing in summary.failed[2]
+    assert f"failed: {summary.failed[2]}" in str(summary)
+
+
+def test_cache_verify_finds_and_deletes_a_truncated_entry_and_clear_empties(dset, tmp_path, capsys):
+    workdir = str(tmp_path / "cache")
+    warmup(dset, backend="npy", workdir=workdir, workers=0, progress=False)
+    path = CocoSampler(dset, workdir=workdir, backend="npy").entry(1).path
+    with open(path, "r+b") as file:
+        file.truncate(100)
+    assert main(["cache", "verify", "--workdir", workdir]) == 1
+    assert "corrupt" in capsys.readouterr().out
+    assert main(["cache", "verify", "--workdir", workdir, "--delete"]) == 1
+    assert main(["cache", "verify", "--workdir", workdir]) == 0
+    assert "2 of 2 entries ok" in capsys.readouterr().out
+    assert main(["cache", "clear", "--workdir", workdir]) == 0
+    assert "removed 2 entries" in capsys.readouterr().out
+    assert list(Path(workdir, "entries").iterdir()) == []
+
+
+def test_cache_dir_defaults_to_env_var(dset, tmp_path, monkeypatch):
+    monkeypatch.setenv("NDPATCH_CACHE", str(tmp_path / "env-cache"))
+    entry = CocoSampler(dset, backend="npy").entry(1)
+    assert Path(entry.path).parent == tmp_path / "env-cache" / "entries"
+
+
+def test_docs_example_runs(tmp_path, monkeypatch):
+    text = (Path(__file__).parent.parent / "docs" / "cache.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, "docs/cache.md", "exec"), {})
