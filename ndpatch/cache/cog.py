@@ -26,7 +26,6 @@ Example:
 """
 from __future__ import annotations
 
-import dataclasses  # noqa: F401  (doctest)
 import os
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from ndpatch import gdalio
 from ndpatch.cache.base import CacheEntry, ImageSource
 from ndpatch.cache.direct import DirectBackend
 from ndpatch.cache.npy import NpyBackend, entry_from_sidecar
-from ndpatch.cache.store import CacheStore, atomic_publish, cache_root, entry_key, source_identity
+from ndpatch.cache.store import KeyedCache, atomic_publish
 from ndpatch.errors import CacheConversionError, CorruptCacheError, NdpatchError
 
 #: Codecs that never change a pixel: a tiled GeoTIFF using one of these is read in place.
@@ -59,6 +58,7 @@ def readable_in_place(info: gdalio.RasterInfo) -> bool:
     Example:
         >>> info = gdalio.RasterInfo(4096, 4096, 3, np.dtype("uint8"), None, ("", "", ""),
         ...                          None, None, (512, 512), "DEFLATE", "GTiff")
+        >>> import dataclasses
         >>> striped = dataclasses.replace(info, block_size=(4096, 1))
         >>> readable_in_place(info), readable_in_place(striped)
         (True, False)
@@ -143,7 +143,7 @@ def validate_cog(path: Path | None, sidecar: dict) -> None:
     check_cog(path, sidecar["height"], sidecar["width"], sidecar["bands"])
 
 
-class CogBackend:
+class CogBackend(KeyedCache):
     """Serve windows from tiled COGs converted on first touch (``backend='cog'``).
 
     Args:
@@ -163,6 +163,8 @@ class CogBackend:
     """
 
     name = "cog"
+    ext = ".tif"
+    validate = staticmethod(validate_cog)
 
     def __init__(self, workdir: str | os.PathLike | None = None, blocksize: int = 256,
                  compress: str | None = None, level: int | None = None, quality: int = 90,
@@ -170,33 +172,12 @@ class CogBackend:
                  content_hash: bool = False):
         if int(blocksize) < 128 or int(blocksize) % 16:
             raise NdpatchError(f"COG blocksize must be a multiple of 16 and >= 128, not {blocksize}")
-        self.store = CacheStore(cache_root(workdir))
+        super().__init__(workdir, content_hash)
         self.settings = {"blocksize": int(blocksize), "compress": (compress or default_compress()).upper(),
                          "level": level, "quality": int(quality), "overviews": bool(overviews),
                          "in_place": bool(in_place)}
         self.threads = threads
-        self.content_hash = content_hash
         self._direct = DirectBackend()
-
-    def record(self, source: ImageSource) -> dict:
-        """What identifies this source's entry: source identity and settings (hashed into its key)."""
-        return {"source": source_identity(source.path, self.content_hash, source.describe()),
-                "settings": self.settings}
-
-    def key(self, source: ImageSource) -> str:
-        record = self.record(source)
-        return entry_key(record["source"], self.name, record["settings"])
-
-    def cached(self, source: ImageSource) -> bool:
-        """Whether ``source`` has a valid entry already (no conversion needed)."""
-        try:
-            sidecar = self.store.read_sidecar(self.key(source))
-            if sidecar is None:
-                return False
-            validate_cog(self.store.data_file(sidecar), sidecar)
-            return True
-        except CorruptCacheError:
-            return False
 
     def build(self, source: ImageSource, dest: Path) -> dict:
         """Decide in place or convert; returns the sidecar fields."""
@@ -208,11 +189,7 @@ class CogBackend:
         return convert_to_cog(source, dest, {**self.settings, "threads": self.threads}, info, ds)
 
     def ensure(self, source: ImageSource) -> CacheEntry:
-        record = self.record(source)
-        key = entry_key(record["source"], self.name, record["settings"])
-        dest = self.store.data_path(key, ".tif")
-        sidecar, converted = self.store.ensure(
-            key, record, validate_cog, lambda: self.build(source, dest), source.describe())
+        dest, sidecar, converted = self.publish(source, lambda dest: self.build(source, dest))
         path = source.path if sidecar["in_place"] else str(dest)
         if converted:
             gdalio.POOL.forget(path)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ndpatch import gdalio
 from ndpatch.cache.base import CacheEntry, ImageSource
-from ndpatch.cache.store import CacheStore, atomic_publish, cache_root, entry_key, source_identity
+from ndpatch.cache.store import KeyedCache, atomic_publish
 from ndpatch.errors import CacheConversionError, CorruptCacheError
 
 #: Bytes decoded per strip while converting (bounds the conversion's memory).
@@ -134,7 +134,7 @@ def entry_from_sidecar(source: ImageSource, path: str, sidecar: dict, converted:
               "bytes_written": sidecar.get("nbytes", 0) if converted else 0})
 
 
-class NpyBackend:
+class NpyBackend(KeyedCache):
     """Serve windows from ``.npy`` memmaps converted on first touch (``backend='npy'``).
 
     Args:
@@ -143,41 +143,12 @@ class NpyBackend:
     """
 
     name = "npy"
-
-    def __init__(self, workdir: str | os.PathLike | None = None, content_hash: bool = False):
-        self.store = CacheStore(cache_root(workdir))
-        self.content_hash = content_hash
-
-    @property
-    def settings(self) -> dict:
-        return {}
-
-    def record(self, source: ImageSource) -> dict:
-        """What identifies this source's entry: source identity and settings (hashed into its key)."""
-        return {"source": source_identity(source.path, self.content_hash, source.describe()),
-                "settings": self.settings}
-
-    def key(self, source: ImageSource) -> str:
-        record = self.record(source)
-        return entry_key(record["source"], self.name, record["settings"])
-
-    def cached(self, source: ImageSource) -> bool:
-        """Whether ``source`` has a valid entry already (no conversion needed)."""
-        try:
-            sidecar = self.store.read_sidecar(self.key(source))
-            if sidecar is None:
-                return False
-            validate_npy(self.store.data_file(sidecar), sidecar)
-            return True
-        except CorruptCacheError:
-            return False
+    ext = ".npy"
+    settings: dict = {}
+    validate = staticmethod(validate_npy)
 
     def ensure(self, source: ImageSource) -> CacheEntry:
-        record = self.record(source)
-        key = entry_key(record["source"], self.name, record["settings"])
-        dest = self.store.data_path(key, ".npy")
-        sidecar, converted = self.store.ensure(
-            key, record, validate_npy, lambda: convert_to_npy(source, dest), source.describe())
+        dest, sidecar, converted = self.publish(source, lambda dest: convert_to_npy(source, dest))
         if converted:
             MEMMAPS.forget(str(dest))
         return entry_from_sidecar(source, str(dest), sidecar, converted)

@@ -42,6 +42,8 @@ from ndpatch.errors import CorruptCacheError, SourceReadError
 #: Bumped when the layout of cache files or sidecars changes (part of every key).
 CACHE_FORMAT = 1
 TEMP_MARK = ".tmp-"
+#: Permissions of published files (mkstemp's 0600 would hide a shared cache from other users).
+PUBLISHED_MODE = 0o644
 
 
 def cache_root(workdir: str | os.PathLike | None = None) -> Path:
@@ -126,6 +128,7 @@ def atomic_publish(dest: str | os.PathLike, write: Callable[[str], object],
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f"{dest.stem}{TEMP_MARK}", suffix=dest.suffix)
     os.close(fd)
+    os.chmod(tmp, PUBLISHED_MODE)
     try:
         write(tmp)
         fsync_path(tmp)
@@ -317,6 +320,51 @@ class CacheStore:
                 self.remove(key)
                 self.remove_temps(key)
         return removed
+
+
+class KeyedCache:
+    """What every cache backend shares: a store, settings, and one key per source version.
+
+    A subclass sets ``name``, ``ext`` (of its data files), ``settings`` and
+    ``validate(data_path, sidecar)``, and converts through :meth:`publish`.
+    """
+
+    name: str
+    ext: str
+    settings: dict
+    validate: Callable[[Path | None, dict], None]
+
+    def __init__(self, workdir: str | os.PathLike | None = None, content_hash: bool = False):
+        self.store = CacheStore(cache_root(workdir))
+        self.content_hash = content_hash
+
+    def record(self, source) -> dict:
+        """What identifies a source's entry: source identity and settings (hashed into its key)."""
+        return {"source": source_identity(source.path, self.content_hash, source.describe()),
+                "settings": self.settings}
+
+    def key(self, record: dict) -> str:
+        return entry_key(record["source"], self.name, record["settings"])
+
+    def cached(self, source) -> bool:
+        """Whether ``source`` has a valid entry already (no conversion needed)."""
+        try:
+            sidecar = self.store.read_sidecar(self.key(self.record(source)))
+            if sidecar is None:
+                return False
+            self.validate(self.store.data_file(sidecar), sidecar)
+            return True
+        except CorruptCacheError:
+            return False
+
+    def publish(self, source, build: Callable[[Path], dict]) -> tuple[Path, dict, bool]:
+        """``(data_path, sidecar, converted)`` of ``source``; ``build(data_path)`` converts it."""
+        record = self.record(source)
+        key = self.key(record)
+        dest = self.store.data_path(key, self.ext)
+        sidecar, converted = self.store.ensure(key, record, self.validate,
+                                               lambda: build(dest), source.describe())
+        return dest, sidecar, converted
 
 
 def versions() -> dict:
