@@ -118,7 +118,7 @@ def warmup(dset: Any, backend: str = "auto", workers: int | None = None,
         except (NdpatchError, OSError) as err:
             summary.failed[gid] = str(err)
     workers = (os.cpu_count() or 1) if workers is None else workers
-    with tqdm(total=len(pending), desc=f"warmup {backend}", unit="img", disable=not progress) as bar:
+    with tqdm(total=len(pending), desc=f"warmup {backend}", unit="img", disable=not (progress and pending)) as bar:
         if workers == 0 or len(pending) <= 1:
             results = (_convert(source, cache) for source in pending)
             _collect(results, summary, bar)
