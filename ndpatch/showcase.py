@@ -25,10 +25,11 @@ def _draw(sample: dict, title: str) -> np.ndarray:
     canvas = np.ascontiguousarray(sample["im"][..., :3]).astype(np.uint8)
     dets = sample["annots"]["frame_dets"][0]
     if len(dets):
-        canvas = dets.draw_on(canvas, color="classes")
+        canvas = dets.draw_on(canvas, color="lime")
     canvas = kwimage.imresize(canvas, dsize=(TILE, TILE), letterbox=True)
-    return kwimage.draw_text_on_image(canvas, title, org=(2, 2), valign="top", color="white",
-                                      fontScale=0.4, thickness=1, border=1)
+    canvas = kwimage.draw_text_on_image(canvas, title, org=(2, 2), valign="top", color="white",
+                                        fontScale=0.4, thickness=1, border=1)
+    return kwimage.ensure_uint255(canvas)[..., :3]
 
 
 def run_demo(out_dir: str, backend=None, workdir: str | None = None, seed: int = 0,
