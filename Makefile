@@ -38,7 +38,6 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PIP) install ndsampler==0.8.1
 	$(PY) benchmarks/run_all.py
 
 clean:
