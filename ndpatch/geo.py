@@ -1,4 +1,4 @@
-"""Georeferencing, vector labels and rasterised masks.
+"""Georeferencing and vector labels.
 
 GDAL geotransforms ``(c, a, b, f, d, e)`` and ``kwimage.Affine`` (pixel corner →
 world) convert here and nowhere else. A sample's window gets its own
@@ -6,18 +6,12 @@ geotransform and CRS (:func:`window_georef`), and :func:`write_geotiff`
 writes it so it lines up with the source in GDAL. :func:`import_vectors` reads
 GeoJSON / GeoPackage / Shapefile through OGR, reprojects each feature to each
 image's CRS and adds the polygons that land on the image as annotations.
-:func:`rasterize` burns polygons given in window pixels into a label map or
-instance masks (GDAL's rule: a pixel is in when its centre is).
+Per-window label maps and instance masks are :mod:`ndpatch.masks`'s.
 
 Example:
     >>> gt = (500000.0, 10.0, 0.0, 4100000.0, 0.0, -10.0)
     >>> affine_to_gdal(gdal_to_affine(gt)) == gt
     True
-    >>> rasterize([[(1, 1), (3, 1), (3, 3), (1, 3)]], [7], (4, 5))
-    array([[0, 0, 0, 0, 0],
-           [0, 7, 7, 0, 0],
-           [0, 7, 7, 0, 0],
-           [0, 0, 0, 0, 0]], dtype=uint8)
 """
 from __future__ import annotations
 
@@ -122,68 +116,6 @@ def write_sample(sampler, target: dict, path: str | os.PathLike) -> dict:
         nodata = sampler.entry(sample["target"]["gid"]).nodata
     write_geotiff(path, sample["im"], georef, None if isinstance(nodata, str) else nodata)
     return sample
-
-
-def rasterize(polygons: Sequence[Any], values: Sequence[float], shape: tuple[int, int],
-              dtype: Any = np.uint8) -> np.ndarray:
-    """Burn polygons (in pixel coordinates) into an H×W array, later polygons on top.
-
-    A polygon is a shapely geometry, a ``kwimage`` (Multi)Polygon or a list of
-    ``(x, y)`` vertices; pixels whose centre is inside get its value.
-    """
-    height, width = shape
-    out = np.zeros((height, width), dtype=dtype)
-    if not len(polygons):
-        return out
-    mem = gdal_array.OpenArray(out)
-    mem.SetGeoTransform((0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
-    pixels = osr.SpatialReference()
-    pixels.SetLocalCS("pixels")
-    mem.SetSpatialRef(pixels)
-    source = ogr.GetDriverByName("Memory").CreateDataSource("")
-    layer = source.CreateLayer("polygons", srs=pixels, geom_type=ogr.wkbMultiPolygon)
-    layer.CreateField(ogr.FieldDefn("value", ogr.OFTReal))
-    for polygon, value in zip(polygons, values):
-        feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetGeometry(ogr.CreateGeometryFromWkb(_as_shapely(polygon).wkb))
-        feature.SetField("value", float(value))
-        layer.CreateFeature(feature)
-    gdal.RasterizeLayer(mem, [1], layer, options=["ATTRIBUTE=value"])
-    mem.FlushCache()
-    return out
-
-
-def instance_masks(polygons: Sequence[Any], shape: tuple[int, int]) -> np.ndarray:
-    """One boolean H×W mask per polygon (N×H×W)."""
-    masks = np.zeros((len(polygons), *shape), dtype=bool)
-    for k, polygon in enumerate(polygons):
-        masks[k] = rasterize([polygon], [1], shape).astype(bool)
-    return masks
-
-
-def _as_shapely(polygon: Any):
-    import shapely.geometry
-    if hasattr(polygon, "geom_type"):
-        return polygon
-    if hasattr(polygon, "to_shapely"):
-        return polygon.to_shapely()
-    return shapely.geometry.Polygon(polygon)
-
-
-def window_masks(annots: dict, shape: tuple[int, int]) -> dict:
-    """The label map (category id per pixel, 0 = none) and instance masks of a window's polygons.
-
-    Annotations without a segmentation are left out of both.
-    """
-    keep, polygons = [], []
-    for k, sseg in enumerate(annots["rel_ssegs"]):
-        if sseg is not None:
-            keep.append(k)
-            polygons.append(sseg.to_multi_polygon())
-    cids = annots["cids"][keep]
-    return {"label_map": rasterize(polygons, cids, shape, np.int32),
-            "instance_masks": instance_masks(polygons, shape),
-            "mask_aids": annots["aids"][keep]}
 
 
 def valid_fraction(im: np.ndarray, tf_rel_to_abs: Any, dims: tuple[int, int],

@@ -161,3 +161,11 @@ def instance_masks(annots: dict, shape: tuple[int, int]) -> np.ndarray:
         _rasterize(canvas, layer, burn_values=[1])
         masks[i] = band.ReadAsArray().astype(bool)
     return masks
+
+
+def window_masks(annots: dict, shape: tuple[int, int]) -> dict:
+    """What ``load_sample(..., with_masks=True)`` adds: ``label_map`` (int32 :func:`class_map`),
+    ``instance_masks`` (:func:`instance_masks`) and ``mask_aids`` (the annotation of each mask)."""
+    return {"label_map": class_map(annots, shape, np.int32),
+            "instance_masks": instance_masks(annots, shape),
+            "mask_aids": np.asarray(annots["aids"])}

@@ -30,6 +30,7 @@ from ndpatch.cache.base import CacheEntry, read_window
 from ndpatch.errors import TargetError
 from ndpatch import geo
 from ndpatch.index import LABEL_CHANNELS, DatasetIndex
+from ndpatch.masks import window_masks
 from ndpatch.target import Target, parse_target
 from ndpatch.video import is_video_target, load_video_batch, load_video_sample
 from ndpatch.warp import read_aligned, read_resampled
@@ -192,7 +193,7 @@ class CocoSampler:
             sample["annots"] = self._window_annots(tr, visible_thresh, annot_ids)
             sample["kp_classes"] = self.kp_classes
         if with_masks:
-            sample.update(geo.window_masks(sample["annots"], im.shape[:2]))
+            sample.update(window_masks(sample["annots"], im.shape[:2]))
             label_map = self._label_raster(tr, tf_rel_to_abs, im.shape[:2])
             if label_map is not None:
                 sample["label_map"] = label_map
@@ -373,10 +374,6 @@ class CocoSampler:
         tr = self.regions.get_negative(index, rng=rng)
         return self.load_sample({**tr, **(target or {})}, with_annots=with_annots, **kwargs)
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_regions"] = None
-        return state
 
 
 #: Reader threads per process for batches of GDAL-decoded windows (GDAL releases the GIL).
