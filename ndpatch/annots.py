@@ -39,7 +39,7 @@ class ImageAnnots:
 
     @classmethod
     def from_coco(cls, anns: list[dict], dset) -> "ImageAnnots":
-        boxes = np.array([_xywh(ann) for ann in anns], dtype=np.float64).reshape(-1, 4)
+        boxes = np.array([annotation_xywh(ann) for ann in anns], dtype=np.float64).reshape(-1, 4)
         return cls(
             aids=np.array([ann["id"] for ann in anns], dtype=np.int64),
             cids=np.array([ann.get("category_id", -1) if ann.get("category_id") is not None else -1
@@ -203,7 +203,7 @@ class WindowAnnots(Mapping):
         return f"WindowAnnots(gid={self.gid}, aids={self['aids'].tolist()})"
 
 
-def _xywh(ann: dict) -> list[float]:
+def annotation_xywh(ann: dict) -> list[float]:
     """An annotation's box; derived from its polygon or keypoints when it has no bbox."""
     bbox = ann.get("bbox")
     if bbox is not None:
@@ -215,6 +215,40 @@ def _xywh(ann: dict) -> list[float]:
     if ann.get("keypoints") is not None:
         return list(kwimage.Points.from_coco(ann["keypoints"]).bounding_box().to_xywh().data[0])
     return [np.nan] * 4
+
+
+def segmentation_geometry(ann: dict, warp=None):
+    """An annotation's segmentation as a shapely geometry (``warp``-ed first when given).
+
+    None when it has no area (missing, empty, or a ring of fewer than three
+    points, as kwcoco's demo data has): such an annotation counts by its box.
+    A segmentation that is not a polygon or mask raises DatasetError.
+
+    Example:
+        >>> segmentation_geometry({"id": 1, "image_id": 1, "segmentation": [[0, 0, 4, 0, 4, 2]]}).area
+        4.0
+        >>> segmentation_geometry({"id": 2, "image_id": 1, "segmentation": [[1, 2, 3, 4]]}) is None
+        True
+    """
+    import kwimage
+    from ndpatch.errors import DatasetError
+    if ann.get("segmentation") is None:
+        return None
+    try:
+        polygons = kwimage.Segmentation.coerce(ann["segmentation"])
+        polygons = None if polygons is None else polygons.to_multi_polygon()
+    except Exception as err:
+        raise DatasetError(f"image {ann.get('image_id')}: annotation {ann.get('id')} has a segmentation "
+                           f"that is not a polygon or mask: {err}") from err
+    if polygons is None or not len(polygons):
+        return None
+    if warp is not None:
+        polygons = polygons.warp(warp)
+    try:
+        geom = polygons.to_shapely()
+    except ValueError:  # a ring of fewer than three points
+        return None
+    return None if geom.is_empty or geom.area == 0 else geom
 
 
 def stack_windows(windows: Sequence[Mapping]) -> dict[str, np.ndarray]:

@@ -47,7 +47,7 @@ from typing import Any, Sequence
 import numpy as np
 import shapely
 
-from ndpatch.annots import _xywh as annotation_xywh
+from ndpatch.annots import annotation_xywh, segmentation_geometry
 from ndpatch.errors import DatasetError, SamplingError, TargetError, UnknownImageError
 from ndpatch.rng import RngLike, coerce_rng, worker_id
 from ndpatch.target import window_from_center
@@ -458,20 +458,13 @@ class Regions:
 
     # -- geometry of one image's annotations -------------------------------------------
     def _geometry(self, row: int):
-        """The shapely geometry of table row ``row``'s segmentation (cached)."""
-        geom = self._geoms.get(row)
-        if geom is None:
-            import kwimage
+        """The shapely geometry of table row ``row``'s segmentation, None when it has no area (cached)."""
+        if row not in self._geoms:
             ann = self.sampler.dset.dataset["annotations"][int(self.targets["ann_index"][row])]
-            try:
-                geom = kwimage.Segmentation.coerce(ann["segmentation"]).to_multi_polygon().to_shapely()
-            except Exception as err:
-                raise DatasetError(f"image {ann['image_id']}: annotation {ann['id']} has a segmentation "
-                                   f"that is not a polygon or mask: {err}") from err
-            self._geoms[row] = geom
+            self._geoms[row] = segmentation_geometry(ann)
             if len(self._geoms) > 4096:
                 self._geoms.popitem(last=False)
-        return geom
+        return self._geoms[row]
 
     def _hit_rows(self, img: int, x0: float, y0: float, x1: float, y1: float,
                   stop_at_first: bool = False) -> np.ndarray:
@@ -485,9 +478,9 @@ class Regions:
             return rows[~exact][:1]
         window = shapely.box(x0, y0, x1, y1)
         geoms = np.array([self._geometry(r) for r in rows[exact]], dtype=object)
-        inside = shapely.intersects(geoms, window) & ~shapely.touches(geoms, window)
+        by_box = np.array([geom is None for geom in geoms], dtype=bool)
         keep = ~exact
-        keep[exact] = inside
+        keep[exact] = by_box | (shapely.intersects(geoms, window) & ~shapely.touches(geoms, window))
         return rows[keep]
 
     def hits(self, gid: int, rows: slice, cols: slice) -> list[int]:

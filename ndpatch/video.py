@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from ndpatch.annots import ImageAnnots
+from ndpatch.annots import ImageAnnots, segmentation_geometry
 from ndpatch.cache.base import CacheEntry, ImageSource, fill_value, read_window
 from ndpatch.errors import ChannelError, DatasetError, SamplingError, TargetError, UnknownVideoError
 from ndpatch.index import DEFAULT_CHANNELS, resolve_path
@@ -880,26 +880,11 @@ class VideoRegions:
     def _geometry(self, row: int, info: VideoInfo):
         """The shapely geometry, in video pixels, of table row ``row``'s segmentation (cached).
 
-        None for a segmentation without area (empty, or a polygon of fewer than
-        three points, as kwcoco's demo data has): such an annotation counts by its box.
+        None for a segmentation without area: such an annotation counts by its box.
         """
         if row not in self._geoms:
-            import kwimage
-            ann = self.table.anns[row]
-            try:
-                segmentation = kwimage.Segmentation.coerce(ann["segmentation"])
-                polygons = None if segmentation is None else segmentation.to_multi_polygon()
-            except Exception as err:
-                raise DatasetError(f"image {ann['image_id']}: annotation {ann['id']} has a segmentation "
-                                   f"that is not a polygon or mask: {err}") from err
-            geom = None
-            if polygons is not None and len(polygons):
-                matrix = info.vid_from_img[int(self.targets["frame"][row])]
-                try:
-                    geom = polygons.warp(matrix).to_shapely()
-                except ValueError:  # a ring of fewer than three points
-                    geom = None
-            self._geoms[row] = geom
+            matrix = info.vid_from_img[int(self.targets["frame"][row])]
+            self._geoms[row] = segmentation_geometry(self.table.anns[row], warp=matrix)
             if len(self._geoms) > 4096:
                 self._geoms.popitem(last=False)
         return self._geoms[row]

@@ -353,3 +353,29 @@ def test_docs_examples_run(tmp_path, monkeypatch):
     assert blocks
     for block in blocks:
         exec(compile(block, "docs/sampling.md", "exec"), {})
+
+
+def test_degenerate_segmentations_count_by_their_box(tmp_path):
+    """A two-point ring or an empty segmentation (kwcoco's demo data has both) counts by its box."""
+    from ndpatch.demo import write_raster
+    write_raster(tmp_path / "a.tif", np.zeros((40, 40), np.uint8))
+    dset = kwcoco.CocoDataset()
+    gid = dset.add_image(file_name=str(tmp_path / "a.tif"), width=40, height=40)
+    cid = dset.add_category("thing")
+    line = dset.add_annotation(gid, category_id=cid, bbox=[0, 0, 40, 19], segmentation=[[1, 2, 30, 4]])
+    empty = dset.add_annotation(gid, category_id=cid, bbox=[0, 21, 40, 19], segmentation=[])
+    regions = ndpatch.Regions(ndpatch.CocoSampler(dset), window_dims=(2, 8))
+    assert regions.hits(gid, slice(10, 12), slice(30, 32)) == [line]
+    assert regions.hits(gid, slice(30, 32), slice(5, 7)) == [empty]
+    for seed in range(20):
+        rows, cols = regions.window(regions.get_negative(rng=seed, gid=gid))
+        assert rows.start >= 19 and rows.stop <= 21
+
+
+def test_preselected_pool_survives_pickling(tmp_path):
+    """Spawned DataLoader workers get the sampler by pickle: preselected targets come along."""
+    import pickle
+    sampler = ndpatch.CocoSampler(kwcoco.CocoDataset.demo("shapes8", verbose=0))
+    sampler.regions.preselect(n_pos=5, n_neg=3, window_dims=(64, 64), rng=0)
+    clone = pickle.loads(pickle.dumps(sampler))
+    assert [clone.regions.get_item(i) for i in range(8)] == [sampler.regions.get_item(i) for i in range(8)]
