@@ -71,7 +71,7 @@ def timed_export(dset, out: Path, window: int, workers: int, workdir: str) -> fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--height", type=int, default=1536)
+    parser.add_argument("--height", type=int, default=4096, help="scene height (512 chips at the defaults: enough to amortise worker start-up)")
     parser.add_argument("--width", type=int, default=8192, help="scene width (the naive way decodes whole strips)")
     parser.add_argument("--window", type=int, default=256)
     args = parser.parse_args()

@@ -117,12 +117,14 @@ def fsync_path(path: str | os.PathLike) -> None:
 
 
 def atomic_publish(dest: str | os.PathLike, write: Callable[[str], object],
-                   validate: Callable[[str], object] | None = None) -> int:
+                   validate: Callable[[str], object] | None = None, sync_dir: bool = True) -> int:
     """Write ``dest`` through a temp file beside it: write, fsync, validate, rename.
 
     ``write(tmp_path)`` fills the temp file; ``validate(tmp_path)`` may raise.
     On any failure the temp file is removed and nothing appears at ``dest``.
-    Returns the number of bytes published.
+    ``sync_dir=False`` leaves the fsync of the folder (which makes the rename
+    durable) to a caller publishing many files into it. Returns the number of
+    bytes published.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +142,8 @@ def atomic_publish(dest: str | os.PathLike, write: Callable[[str], object],
         for leftover in glob.glob(glob.escape(tmp) + "*"):  # also GDAL's side files (.ovr.tmp ...)
             os.unlink(leftover)
         raise
-    fsync_path(dest.parent)
+    if sync_dir:
+        fsync_path(dest.parent)
     return size
 
 

@@ -42,7 +42,11 @@ def window_geotransform(geotransform: tuple[float, ...], row: int, col: int) -> 
 
 def write_geotiff(dest: str | os.PathLike, pixels: np.ndarray, geotransform: tuple | None = None,
                   crs_wkt: str | None = None) -> int:
-    """Publish an H×W or H×W×C array as a DEFLATE-compressed GeoTIFF; returns its bytes."""
+    """Publish an H×W or H×W×C array as a DEFLATE-compressed GeoTIFF; returns its bytes.
+
+    The folder is not fsynced here: the runner does that once per block,
+    before the block's part file marks it done.
+    """
     data = pixels if pixels.ndim == 3 else pixels[..., None]
     height, width, n_bands = data.shape
 
@@ -62,7 +66,7 @@ def write_geotiff(dest: str | os.PathLike, pixels: np.ndarray, geotransform: tup
         ds.FlushCache()
         ds = None
 
-    return publish(dest, write)
+    return publish(dest, write, sync_dir=False)
 
 
 def crs_of(wkt: str | None) -> str | None:

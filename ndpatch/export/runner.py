@@ -40,7 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ndpatch import gdalio
-from ndpatch.cache.store import TEMP_MARK
+from ndpatch.cache.store import TEMP_MARK, fsync_path
 from ndpatch.errors import ExportError, OutputExistsError
 from ndpatch.export.base import Chip, Writer, publish, window_geotransform
 from ndpatch.export.chips import ChipsWriter
@@ -102,6 +102,8 @@ class Job:
         chips = [self._chip(i, gid, rows, cols, pixels[k], annots[k])
                  for k, (i, (gid, rows, cols)) in enumerate(zip(indices, windows))]
         records = self.writer.write_block(self.out_dir, block, chips)
+        for folder in {(self.out_dir / name).parent for record in records for name in record["files"]}:
+            fsync_path(folder)  # the chips' renames are durable before the part file says "done"
         publish(self.part_path(block), lambda tmp: Path(tmp).write_text(json.dumps(records)))
         return len(chips)
 
