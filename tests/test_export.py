@@ -2,8 +2,6 @@
 webdataset and TFRecord read back; errors; the docs example."""
 import csv
 import json
-import re
-from pathlib import Path
 
 import kwcoco
 import numpy as np
@@ -241,10 +239,3 @@ def test_cli_export_and_error_exit(dataset, tmp_path, capsys):
     assert "chips (kwcoco)" in capsys.readouterr().out
     assert main(["export", dataset.fpath, str(tmp_path / "cli"), "--window", "32"]) == 2
     assert "ndpatch: error:" in capsys.readouterr().err
-
-
-def test_docs_example_runs(tmp_path, monkeypatch):
-    text = (Path(__file__).parent.parent / "docs" / "export.md").read_text()
-    monkeypatch.chdir(tmp_path)
-    for block in re.findall(r"```python\n(.*?)```", text, re.S):
-        exec(compile(block, "docs/export.md", "exec"), {})

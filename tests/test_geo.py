@@ -211,11 +211,3 @@ def test_show_cli_writes_a_georeferenced_window(scene, tmp_path):
     ds = gdal.Open(str(out))
     assert ds.GetGeoTransform() == (ORIGIN[0] + 500, 10.0, 0.0, ORIGIN[1] - 350, 0.0, -10.0)
     np.testing.assert_array_equal(np.moveaxis(ds.ReadAsArray(), 0, -1), pixels[35:45, 50:70])
-
-
-def test_docs_example_runs(tmp_path, monkeypatch):
-    import pathlib
-    text = (pathlib.Path(__file__).parent.parent / "docs" / "geo.md").read_text()
-    monkeypatch.chdir(tmp_path)
-    for block in text.split("```python")[1:]:
-        exec(compile(block.split("```")[0], "docs/geo.md", "exec"), {})

@@ -1,7 +1,5 @@
 """Sampling strategies: targets table, positives, true negatives, preselect, grids, balance, seeds."""
-import re
 from collections import Counter
-from pathlib import Path
 
 import kwcoco
 import numpy as np
@@ -342,18 +340,6 @@ def test_grid_labels_and_exact_cover():
     assert len(regions.new_sample_grid(window_dims="full")["positives"]) == 1
     with pytest.raises(ndpatch.TargetError, match="task"):
         regions.new_sample_grid("video_classification", window_dims=(4, 4))
-
-
-# -- docs ----------------------------------------------------------------------------------------
-
-def test_docs_examples_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    text = (Path(__file__).parent.parent / "docs" / "sampling.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert blocks
-    for block in blocks:
-        exec(compile(block, "docs/sampling.md", "exec"), {})
-
 
 def test_degenerate_segmentations_count_by_their_box(tmp_path):
     """A two-point ring or an empty segmentation (kwcoco's demo data has both) counts by its box."""

@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ndpatch import rng as ndrng
 from ndpatch.rng import coerce_rng, stream_key
 
 

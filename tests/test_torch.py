@@ -270,15 +270,6 @@ def test_target_classes_feed_the_balanced_sampler(dset, targets):
     np.testing.assert_array_equal(classes, labels)
 
 
-def test_docs_example_runs(tmp_path, monkeypatch):
-    text = (ROOT / "docs" / "torch.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert blocks
-    monkeypatch.chdir(tmp_path)
-    for block in blocks:
-        exec(compile(block, "docs/torch.md", "exec"), {"__name__": "docs_torch"})
-
-
 def test_example_training_loop_runs_and_its_loss_decreases(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "examples" / "train_detector.py"),
                              "--workdir", str(tmp_path), "--iterations", "30"],

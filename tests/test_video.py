@@ -1,6 +1,5 @@
 """Space-time samples (ndpatch.video) on kwcoco's vidshapes demo data, against independent reads."""
 import re
-from pathlib import Path
 
 import kwcoco
 import kwimage
@@ -256,10 +255,3 @@ def test_bad_video_targets_raise_clear_errors(video_dset, target, error, match):
     with pytest.raises(error, match=match):
         sampler.load_sample(target)
     assert issubclass(ndpatch.UnknownVideoError, KeyError)
-
-
-# -- docs ------------------------------------------------------------------------------------
-def test_docs_example_runs():
-    text = (Path(__file__).parent.parent / "docs" / "video.md").read_text()
-    for block in re.findall(r"```python\n(.*?)```", text, re.S):
-        exec(compile(block, "docs/video.md", "exec"), {})

@@ -3,7 +3,6 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ndpatch.cli import main
@@ -65,12 +64,3 @@ def test_cache_dir_defaults_to_env_var(dset, tmp_path, monkeypatch):
     monkeypatch.setenv("NDPATCH_CACHE", str(tmp_path / "env-cache"))
     entry = CocoSampler(dset, backend="npy").entry(1)
     assert Path(entry.path).parent == tmp_path / "env-cache" / "entries"
-
-
-def test_docs_example_runs(tmp_path, monkeypatch):
-    text = (Path(__file__).parent.parent / "docs" / "cache.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert blocks
-    monkeypatch.chdir(tmp_path)
-    for block in blocks:
-        exec(compile(block, "docs/cache.md", "exec"), {})
