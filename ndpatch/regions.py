@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections import OrderedDict, defaultdict
 from itertools import product
 from operator import itemgetter
@@ -49,7 +48,7 @@ import shapely
 
 from ndpatch.annots import annotation_xywh, segmentation_geometry
 from ndpatch.errors import DatasetError, SamplingError, TargetError, UnknownImageError
-from ndpatch.rng import RngLike, coerce_rng, worker_id
+from ndpatch.rng import ProcessStream, RngLike
 from ndpatch.target import window_from_center
 
 #: Columns of the targets table (ndsampler's), in order.
@@ -364,7 +363,7 @@ class Regions:
 
     def __init__(self, sampler, rng: RngLike = None, **config):
         self.sampler = sampler
-        self.seed = rng
+        self._stream = ProcessStream(rng)
         self.config = SamplingConfig(**config)
         self._table: dict[str, np.ndarray] | None = None
         self._images: dict[str, np.ndarray] | None = None
@@ -372,8 +371,8 @@ class Regions:
         self._reset()
 
     def _reset(self) -> None:
-        """Forget every drawing state (stream, epochs, pools, full images)."""
-        self._reset_stream()
+        """Forget every drawing state (epochs, pools, full images)."""
+        self._reset_epochs()
         self._full: dict[tuple[int, int], tuple[np.ndarray, int]] = {}
         self._pos_pool: list[dict] | None = None
         self._neg_pool: list[dict] | None = None
@@ -385,12 +384,10 @@ class Regions:
 
     def reseed(self, rng: RngLike) -> None:
         """Restart the default stream (and epochs and pools) from ``rng``."""
-        self.seed = rng
+        self._stream = ProcessStream(rng)
         self._reset()
 
-    def _reset_stream(self) -> None:
-        self._stream_owner: tuple | None = None
-        self._stream: np.random.Generator | None = None
+    def _reset_epochs(self) -> None:
         self._cycle: CoverageCycle | None = None
         self._cum_probs: np.ndarray | None = None
 
@@ -400,15 +397,9 @@ class Regions:
         A new process or DataLoader worker gets its own stream and epochs (it may
         have inherited the parent's by fork); preselected pools are kept.
         """
-        owner = (os.getpid(), worker_id())
-        if self._stream_owner != owner:
-            self._reset_stream()
-            self._stream_owner = owner
-        if rng is not None:
-            return coerce_rng(rng)
-        if self._stream is None:
-            self._stream = coerce_rng(self.seed)
-        return self._stream
+        if self._stream.renewed():
+            self._reset_epochs()
+        return self._stream.generator(rng)
 
     # -- tables -------------------------------------------------------------------------
     def _build(self) -> None:
@@ -764,7 +755,6 @@ class Regions:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_geoms"] = OrderedDict()  # shapely geometries: rebuilt on demand
-        state["_stream_owner"] = None
         return state
 
 

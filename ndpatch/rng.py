@@ -96,3 +96,46 @@ def coerce_rng(rng: RngLike = None) -> np.random.Generator:
         return np.random.default_rng(np.random.SeedSequence(int(rng), spawn_key=stream_key()))
     raise TypeError(f"rng must be None, an int seed, a SeedSequence or a numpy Generator, "
                     f"got {type(rng).__name__}")
+
+
+class ProcessStream:
+    """A strategy's default stream: seeded from ``seed`` anew in each process and DataLoader worker.
+
+    A forked or spawned worker must not replay the stream (or the epoch state)
+    it inherited: :meth:`renewed` says, once per new process or worker, that
+    the owner should reset such state; :meth:`generator` gives ``rng`` coerced,
+    or the stream when ``rng`` is None.
+
+    Example:
+        >>> stream = ProcessStream(3)
+        >>> stream.renewed(), stream.renewed()
+        (True, False)
+        >>> stream.generator() is stream.generator()
+        True
+    """
+
+    def __init__(self, seed: RngLike = None):
+        self.seed = seed
+        self._owner: tuple | None = None
+        self._generator: np.random.Generator | None = None
+
+    def renewed(self) -> bool:
+        """True the first time this is asked in a new process or worker (the stream restarts)."""
+        owner = (os.getpid(), worker_id())
+        if owner == self._owner:
+            return False
+        self._owner, self._generator = owner, None
+        return True
+
+    def generator(self, rng: RngLike = None) -> np.random.Generator:
+        if rng is not None:
+            return coerce_rng(rng)
+        if self._generator is None:
+            self._generator = coerce_rng(self.seed)
+        return self._generator
+
+    def __getstate__(self) -> dict:
+        return {"seed": self.seed}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["seed"])

@@ -42,7 +42,6 @@ Example:
 from __future__ import annotations
 
 import math
-import os
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -58,7 +57,7 @@ from ndpatch.errors import ChannelError, DatasetError, SamplingError, TargetErro
 from ndpatch.index import DEFAULT_CHANNELS, resolve_path
 from ndpatch.regions import (CoverageCycle, box_hits, free_positions, grid_starts, placement_range,
                              strided_starts)
-from ndpatch.rng import RngLike, coerce_rng, worker_id
+from ndpatch.rng import ProcessStream, RngLike
 from ndpatch.target import Window, window_from_center
 from ndpatch.warp import read_resampled
 
@@ -835,28 +834,17 @@ class VideoRegions:
             raise TargetError(f"negative_tries must be at least 1, got {negative_tries!r}")
         self.sampler = sampler
         self.window_dims: tuple[int, int, int] = (dims[0], dims[1], dims[2])
-        self.seed = rng
+        self._stream = ProcessStream(rng)
         self.negative_tries = int(negative_tries)
         self._geoms: OrderedDict[int, Any] = OrderedDict()
         self._full: tuple[np.ndarray, int] | None = None
-        self._reset_stream()
-
-    def _reset_stream(self) -> None:
-        self._stream_owner: tuple | None = None
-        self._stream: np.random.Generator | None = None
         self._cycle: CoverageCycle | None = None
 
     def _rng(self, rng: RngLike) -> np.random.Generator:
-        """``rng`` as a Generator, or this process's (worker's) stream seeded from ``self.seed``."""
-        owner = (os.getpid(), worker_id())
-        if self._stream_owner != owner:
-            self._reset_stream()
-            self._stream_owner = owner
-        if rng is not None:
-            return coerce_rng(rng)
-        if self._stream is None:
-            self._stream = coerce_rng(self.seed)
-        return self._stream
+        """``rng`` as a Generator, or this process's (worker's) stream (coverage restarts with it)."""
+        if self._stream.renewed():
+            self._cycle = None
+        return self._stream.generator(rng)
 
     @property
     def table(self) -> VideoTable:
@@ -1053,5 +1041,4 @@ class VideoRegions:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_geoms"] = OrderedDict()  # shapely geometries: rebuilt on demand
-        state["_stream_owner"] = None
         return state
