@@ -18,9 +18,9 @@ from pathlib import Path
 
 import kwcoco
 import numpy as np
-from osgeo import gdal, gdal_array
+from osgeo import gdal, osr
 
-from ndpatch import gdalio  # noqa: F401  (GDAL settings)
+from ndpatch import gdalio
 
 
 def random_pixels(shape: tuple[int, ...], dtype: str, rng: np.random.Generator) -> np.ndarray:
@@ -38,24 +38,12 @@ def write_raster(path: str | os.PathLike, pixels: np.ndarray, driver: str = "GTi
                  band_names: list[str] | None = None) -> str:
     """Write an H×W or H×W×C array as a raster file with GDAL; returns the path."""
     path = str(path)
-    data = pixels if pixels.ndim == 3 else pixels[..., None]
-    height, width, n_bands = data.shape
-    mem = gdal.GetDriverByName("MEM").Create(
-        "", width, height, n_bands, gdal_array.NumericTypeCodeToGDALTypeCode(data.dtype))
-    for i in range(n_bands):
-        band = mem.GetRasterBand(i + 1)
-        band.WriteArray(data[..., i])
-        if nodata is not None:
-            band.SetNoDataValue(nodata)
-        if band_names:
-            band.SetDescription(band_names[i])
-    if geotransform is not None:
-        mem.SetGeoTransform(geotransform)
+    crs_wkt = None
     if crs_epsg is not None:
-        from osgeo import osr
         srs = osr.SpatialReference()
         srs.ImportFromEPSG(crs_epsg)
-        mem.SetProjection(srs.ExportToWkt())
+        crs_wkt = srs.ExportToWkt()
+    mem = gdalio.mem_dataset(pixels, nodata, band_names, geotransform, crs_wkt)
     out = gdal.GetDriverByName(driver).CreateCopy(path, mem, options=options or [])
     out.FlushCache()
     del out

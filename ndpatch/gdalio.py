@@ -123,6 +123,33 @@ def read_into(ds: gdal.Dataset, x0: int, y0: int, width: int, height: int,
         raise SourceReadError(f"{what}: reading window x={x0} y={y0} w={width} h={height} failed: {err}") from err
 
 
+def mem_dataset(pixels: np.ndarray, nodata: float | None = None, band_names=None,
+                geotransform: tuple | None = None, crs_wkt: str | None = None) -> gdal.Dataset:
+    """An H×W or H×W×C array as an in-memory GDAL dataset (to ``CreateCopy`` into any format).
+
+    Example:
+        >>> ds = mem_dataset(np.zeros((3, 4, 2), np.uint16), nodata=9, band_names=["a", "b"])
+        >>> ds.RasterYSize, ds.RasterXSize, ds.GetRasterBand(2).GetDescription()
+        (3, 4, 'b')
+    """
+    data = pixels if pixels.ndim == 3 else pixels[..., None]
+    height, width, n_bands = data.shape
+    mem = gdal.GetDriverByName("MEM").Create(
+        "", width, height, n_bands, gdal_array.NumericTypeCodeToGDALTypeCode(data.dtype))
+    for i in range(n_bands):
+        band = mem.GetRasterBand(i + 1)
+        band.WriteArray(data[..., i])
+        if nodata is not None:
+            band.SetNoDataValue(float(nodata))
+        if band_names:
+            band.SetDescription(band_names[i])
+    if geotransform is not None:
+        mem.SetGeoTransform(geotransform)
+    if crs_wkt:
+        mem.SetProjection(crs_wkt)
+    return mem
+
+
 class HandlePool:
     """Open GDAL datasets kept per thread, at most ``capacity`` each, least recently used closed first.
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from osgeo import gdal, gdal_array, ogr, osr
+from osgeo import gdal, ogr, osr
 
 from ndpatch import gdalio
 from ndpatch.errors import DatasetError, SourceReadError
@@ -76,23 +76,10 @@ def write_geotiff(path: str | os.PathLike, im: np.ndarray, georef: Georef | None
                   nodata: float | None = None, band_names: Sequence[str] | None = None) -> str:
     """Write an H×W×C sample as a tiled, lossless GeoTIFF (atomically); returns the path."""
     from ndpatch.cache.store import atomic_publish
-    data = im if im.ndim == 3 else im[..., None]
-    height, width, n_bands = data.shape
 
     def write(tmp: str) -> None:
-        mem = gdal.GetDriverByName("MEM").Create(
-            "", width, height, n_bands, gdal_array.NumericTypeCodeToGDALTypeCode(data.dtype))
-        for i in range(n_bands):
-            band = mem.GetRasterBand(i + 1)
-            band.WriteArray(data[..., i])
-            if nodata is not None:
-                band.SetNoDataValue(float(nodata))
-            if band_names:
-                band.SetDescription(band_names[i])
-        if georef is not None:
-            mem.SetGeoTransform(georef.geotransform())
-            if georef.crs_wkt:
-                mem.SetProjection(georef.crs_wkt)
+        geotransform, crs_wkt = (None, None) if georef is None else (georef.geotransform(), georef.crs_wkt)
+        mem = gdalio.mem_dataset(im, nodata, band_names, geotransform, crs_wkt)
         gdal.GetDriverByName("GTiff").CreateCopy(
             tmp, mem, options=["TILED=YES", "COMPRESS=DEFLATE"]).FlushCache()
 
