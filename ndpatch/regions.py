@@ -122,6 +122,24 @@ def box_hits(bounds: tuple[np.ndarray, ...], x0: float, y0: float, x1: float, y1
     return (bx0 < x1) & (bx1 > x0) & (by0 < y1) & (by1 > y0)
 
 
+def extent_hits(rows: np.ndarray, exact: np.ndarray, geometry, window: tuple[float, float, float, float],
+                stop_at_first: bool = False) -> np.ndarray:
+    """Of ``rows`` (whose boxes meet the window), those whose extent meets its interior.
+
+    A row's extent is its polygon where ``exact`` says it has one
+    (``geometry(row)``: a shapely geometry, or None to count by the box), else
+    its box. ``stop_at_first`` returns at most one row, cheaply.
+    """
+    if stop_at_first and not exact.all():
+        return rows[~exact][:1]
+    box = shapely.box(*window)
+    geoms = np.array([geometry(row) for row in rows[exact]], dtype=object)
+    by_box = np.array([geom is None for geom in geoms], dtype=bool)
+    keep = ~exact
+    keep[exact] = by_box | (shapely.intersects(geoms, box) & ~shapely.touches(geoms, box))
+    return rows[keep]
+
+
 def free_positions(bounds: tuple[np.ndarray, ...], dims: tuple[int, int],
                    window_dims: tuple[int, int]) -> np.ndarray:
     """Rows ``(y, x_first, x_last)``: integer window starts that meet none of the boxes.
@@ -464,15 +482,8 @@ class Regions:
         rows = start + np.flatnonzero(box_hits(tuple(b[start:stop] for b in self._bounds), x0, y0, x1, y1))
         if not len(rows):
             return rows
-        exact = self.targets["has_segmentation"][rows]
-        if stop_at_first and not exact.all():
-            return rows[~exact][:1]
-        window = shapely.box(x0, y0, x1, y1)
-        geoms = np.array([self._geometry(r) for r in rows[exact]], dtype=object)
-        by_box = np.array([geom is None for geom in geoms], dtype=bool)
-        keep = ~exact
-        keep[exact] = by_box | (shapely.intersects(geoms, window) & ~shapely.touches(geoms, window))
-        return rows[keep]
+        return extent_hits(rows, self.targets["has_segmentation"][rows], self._geometry,
+                           (x0, y0, x1, y1), stop_at_first)
 
     def hits(self, gid: int, rows: slice, cols: slice) -> list[int]:
         """Ids of the annotations of image ``gid`` whose extent meets the window ``(rows, cols)``."""

@@ -55,8 +55,8 @@ from ndpatch.annots import ImageAnnots, segmentation_geometry
 from ndpatch.cache.base import CacheEntry, ImageSource, fill_value, read_window
 from ndpatch.errors import ChannelError, DatasetError, SamplingError, TargetError, UnknownVideoError
 from ndpatch.index import DEFAULT_CHANNELS, resolve_path
-from ndpatch.regions import (CoverageCycle, box_hits, free_positions, grid_starts, placement_range,
-                             strided_starts)
+from ndpatch.regions import (CoverageCycle, box_hits, extent_hits, free_positions, grid_starts,
+                             placement_range, strided_starts)
 from ndpatch.rng import ProcessStream, RngLike
 from ndpatch.target import Window, window_from_center
 from ndpatch.warp import read_resampled
@@ -880,20 +880,12 @@ class VideoRegions:
     def _hit_rows(self, info: VideoInfo, frames: range, x0: float, y0: float, x1: float, y1: float,
                   stop_at_first: bool = False) -> np.ndarray:
         """Table rows on ``frames`` whose extent (polygon, else box) meets the window's interior."""
-        import shapely
         rows = info.rows(frames)
         rows = rows[box_hits(tuple(b[rows] for b in self.table.bounds), x0, y0, x1, y1)]
         if not len(rows):
             return rows
-        exact = self.targets["has_segmentation"][rows]
-        if stop_at_first and not exact.all():
-            return rows[~exact][:1]
-        window = shapely.box(x0, y0, x1, y1)
-        geoms = [self._geometry(r, info) for r in rows[exact]]
-        keep = ~exact
-        keep[exact] = [geom is None or (geom.intersects(window) and not geom.touches(window))
-                       for geom in geoms]
-        return rows[keep]
+        return extent_hits(rows, self.targets["has_segmentation"][rows], lambda row: self._geometry(row, info),
+                           (x0, y0, x1, y1), stop_at_first)
 
     def hits(self, vidid: int, time_slice: slice, rows: slice, cols: slice) -> list[int]:
         """Ids of the annotations on frames ``time_slice`` of video ``vidid`` that meet ``rows × cols``."""
