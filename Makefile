@@ -32,7 +32,7 @@ $(READY): requirements.txt setup.py Makefile | /usr/bin/gdal-config /usr/bin/gda
 	touch $@
 
 demo: setup
-	$(PY) -m ndpatch demo
+	$(PY) -m ndpatch demo --out demo_output --backend npy --workdir demo_output/cache
 
 test: setup
 	$(PY) -m pytest -q
