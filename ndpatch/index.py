@@ -16,6 +16,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections import OrderedDict
@@ -25,7 +26,6 @@ from typing import Any
 
 import kwcoco
 import numpy as np
-from delayed_image.channel_spec import FusedChannelSpec
 
 from ndpatch.annots import ImageAnnots
 from ndpatch.cache.base import ImageSource
@@ -45,6 +45,22 @@ class Asset:
     warp: Any  # kwimage.Affine, asset pixel -> image pixel
 
 
+
+
+def channel_names(spec: str | list[str]) -> tuple[str, ...]:
+    """The channel names of a kwcoco channel spec (``'r|g|b'``, ``'rgb'``, ``'B1|B8'`` ...).
+
+    Example:
+        >>> channel_names("rgb"), channel_names("red|nir"), channel_names(["a", "b"])
+        (('r', 'g', 'b'), ('red', 'nir'), ('a', 'b'))
+    """
+    return _parse_channels(spec) if isinstance(spec, str) else tuple(str(name) for name in spec)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_channels(spec: str) -> tuple[str, ...]:
+    from delayed_image.channel_spec import FusedChannelSpec  # imported on first use: ~0.5 s
+    return tuple(FusedChannelSpec.coerce(spec).normalize().as_list())
 
 
 def load_dataset(dset: Any) -> kwcoco.CocoDataset:
@@ -130,7 +146,7 @@ class DatasetIndex:
         path = resolve_path(self.bundle_dpath, record["file_name"])
         channels = record.get("channels", img.get("channels"))
         if channels is not None:
-            channels = tuple(FusedChannelSpec.coerce(channels).normalize().as_list())
+            channels = channel_names(channels)
         return ImageSource(gid=gid, path=path, channels=channels)
 
     def is_multi_asset(self, gid: int) -> bool:
@@ -154,7 +170,7 @@ class DatasetIndex:
             if record.get("channels") is None:
                 raise DatasetError(f"image {gid}: asset {path} declares no channels; every asset of a "
                                    "multi-file image must name its channels")
-            channels = tuple(FusedChannelSpec.coerce(record["channels"]).normalize().as_list())
+            channels = channel_names(record["channels"])
             warp = record.get("warp_aux_to_img")
             if warp is None and record.get("width") and img.get("width"):
                 warp = {"scale": (img["width"] / record["width"], img["height"] / record["height"])}
@@ -173,7 +189,7 @@ class DatasetIndex:
         if channels is None:
             wanted = [name for _, _, name in names if name not in LABEL_CHANNELS]
         elif isinstance(channels, str):
-            wanted = FusedChannelSpec.coerce(channels).normalize().as_list()
+            wanted = list(channel_names(channels))
         else:
             wanted = list(channels)
         where = {name: (k, b) for k, b, name in reversed(names)}
@@ -206,7 +222,7 @@ class DatasetIndex:
             declared = self.source(gid).channels
         names = declared or DEFAULT_CHANNELS.get(n_bands)
         if isinstance(channels, str):
-            channels = FusedChannelSpec.coerce(channels).normalize().as_list()
+            channels = list(channel_names(channels))
         if isinstance(channels, (int, np.integer)):
             channels = [channels]
         bands = []

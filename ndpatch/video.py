@@ -54,7 +54,7 @@ import numpy as np
 from ndpatch.annots import ImageAnnots, segmentation_geometry
 from ndpatch.cache.base import CacheEntry, ImageSource, fill_value, read_window
 from ndpatch.errors import ChannelError, DatasetError, SamplingError, TargetError, UnknownVideoError
-from ndpatch.index import DEFAULT_CHANNELS, resolve_path
+from ndpatch.index import DEFAULT_CHANNELS, channel_names, resolve_path
 from ndpatch.regions import (CoverageCycle, box_hits, extent_hits, free_positions, grid_starts,
                              placement_range, strided_starts)
 from ndpatch.rng import ProcessStream, RngLike
@@ -216,11 +216,10 @@ class VideoFrames:
         return Frame(gid, tuple(assets), vid_from_img, channels)
 
     def _asset_entry(self, gid: int, record: dict) -> tuple[CacheEntry, tuple[str, ...] | None]:
-        from delayed_image.channel_spec import FusedChannelSpec
         path = resolve_path(self.sampler.index.bundle_dpath, record["file_name"])
         declared = record.get("channels")
         if declared is not None:
-            declared = tuple(FusedChannelSpec.coerce(declared).normalize().as_list())
+            declared = channel_names(declared)
         entry = self._entries.get(path)
         if entry is None:
             entry = self.sampler.backend.ensure(ImageSource(gid=gid, path=path, channels=declared))
@@ -358,8 +357,7 @@ def parse_video_target(target: dict, frames: VideoFrames) -> VideoTarget:
 
     channels = target.get("channels")
     if isinstance(channels, str):
-        from delayed_image.channel_spec import FusedChannelSpec
-        channels = FusedChannelSpec.coerce(channels).normalize().as_list()
+        channels = list(channel_names(channels))
     elif isinstance(channels, (int, np.integer)):
         channels = [channels]
     interpolation = target.get("interpolation", "linear")
