@@ -15,6 +15,12 @@ by image so each image's annotations are one contiguous slice. On it:
 - ``new_sample_grid``: windows covering every pixel of every image, each
   labelled positive or negative.
 
+An image of a block split (``ndpatch split --by block``; its record has
+``split_region``) treats the blocks of the other splits as out of bounds: grid
+windows touching them are dropped, they are obstacles for negatives like
+annotations, and positives are moved off them (an annotation with no such
+window is not a positive of the split).
+
 Targets are plain dicts with ndsampler 0.8.1's keys, ready for ``load_sample``.
 Every random draw takes ``rng`` (see :mod:`ndpatch.rng`).
 
@@ -49,6 +55,7 @@ import shapely
 from ndpatch.annots import annotation_xywh, segmentation_geometry
 from ndpatch.errors import DatasetError, SamplingError, TargetError, UnknownImageError
 from ndpatch.rng import ProcessStream, RngLike
+from ndpatch.splits import foreign_boxes
 from ndpatch.target import window_from_center
 
 #: Columns of the targets table (ndsampler's), in order.
@@ -162,17 +169,80 @@ def free_positions(bounds: tuple[np.ndarray, ...], dims: tuple[int, int],
     ys = ys[(ys >= ylo) & (ys <= yhi)]
     rows = []
     for y in ys.tolist():
-        band = (by0 < y + h) & (by1 > y)
-        lo = np.floor(bx0[band] - w).astype(np.int64) + 1   # forbidden x in [lo, hi]
-        hi = np.ceil(bx1[band]).astype(np.int64) - 1
-        order = np.argsort(lo, kind="stable")
-        lo, hi = lo[order], np.maximum.accumulate(hi[order])
-        first = np.concatenate([[xlo], hi + 1])
-        last = np.concatenate([lo - 1, [xhi]])
-        first, last = np.maximum(first, xlo), np.minimum(last, xhi)
-        keep = first <= last
-        rows.extend((y, a, b) for a, b in zip(first[keep].tolist(), last[keep].tolist()))
+        first, last = free_spans(bounds, y, window_dims, (xlo, xhi))
+        rows.extend((y, a, b) for a, b in zip(first.tolist(), last.tolist()))
     return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+
+def centre_starts(centre: np.ndarray, window: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inclusive ranges ``(lo, hi)`` of window starts on one axis whose window contains ``centre`` and meets the image.
+
+    The window ``[start, start + window]`` contains the centre (edges
+    included) and shares at least one pixel with ``[0, length)``.
+
+    >>> [a.tolist() for a in centre_starts(np.array([5.5, 0.5]), 4, 10)]
+    [[2.0, -3.0], [5.0, 0.0]]
+    """
+    return np.maximum(np.ceil(centre) - window, 1 - window), np.minimum(np.floor(centre), length - 1)
+
+
+def free_spans(bounds: tuple[np.ndarray, ...], y: int, window_dims: tuple[int, int],
+               x_range: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(first, last)``: the runs of starts ``x`` in ``x_range`` (inclusive) whose window at row ``y`` meets no box.
+
+    >>> bounds = tuple(np.array([v], float) for v in (3, 0, 7, 10))   # a box over x in [3, 7)
+    >>> [a.tolist() for a in free_spans(bounds, 0, (4, 3), (0, 7))]
+    [[0, 7], [0, 7]]
+    """
+    h, w = window_dims
+    xlo, xhi = x_range
+    bx0, by0, bx1, by1 = bounds
+    band = (by0 < y + h) & (by1 > y)
+    lo = np.floor(bx0[band] - w).astype(np.int64) + 1   # forbidden x in [lo, hi]
+    hi = np.ceil(bx1[band]).astype(np.int64) - 1
+    order = np.argsort(lo, kind="stable")
+    lo, hi = lo[order], np.maximum.accumulate(hi[order])
+    first = np.maximum(np.concatenate([[xlo], hi + 1]), xlo)
+    last = np.minimum(np.concatenate([lo - 1, [xhi]]), xhi)
+    keep = first <= last
+    return first[keep], last[keep]
+
+
+def nearest_free_position(bounds: tuple[np.ndarray, ...], window_dims: tuple[int, int],
+                          start: tuple[int, int], ranges: tuple[tuple[int, int], tuple[int, int]]
+                          ) -> tuple[int, int] | None:
+    """The start ``(y, x)`` within ``ranges`` (inclusive, per axis) nearest to ``start`` (L1) whose window meets no box.
+
+    Exact: sliding a free window towards ``start``'s row keeps it free until it
+    reaches that row (clipped to the range) or the edge of a box, so those are
+    the candidate rows; on each, the nearest free ``x`` is ``start``'s clipped
+    to a free span (:func:`free_spans`). None when no start is free.
+
+    >>> bounds = tuple(np.array([v], float) for v in (3, 0, 7, 10))   # a box over x in [3, 7)
+    >>> nearest_free_position(bounds, (4, 3), (0, 2), ((0, 6), (0, 7)))
+    (0, 0)
+    """
+    h, w = window_dims
+    (ylo, yhi), (xlo, xhi) = ranges
+    if ylo > yhi or xlo > xhi:
+        return None
+    near = box_hits(bounds, xlo, ylo, xhi + w, yhi + h)
+    bounds = tuple(b[near] for b in bounds)
+    sy, sx = start
+    ys = np.concatenate([[min(max(sy, ylo), yhi)], np.ceil(bounds[3]), np.floor(bounds[1]) - h]).astype(np.int64)
+    ys = np.unique(ys[(ys >= ylo) & (ys <= yhi)])
+    best, best_cost = None, math.inf
+    for y in ys[np.argsort(np.abs(ys - sy), kind="stable")].tolist():
+        if abs(y - sy) >= best_cost:
+            break
+        first, last = free_spans(bounds, y, window_dims, (xlo, xhi))
+        if len(first):
+            xs = np.clip(sx, first, last)
+            x = int(xs[np.argmin(np.abs(xs - sx))])
+            cost = abs(y - sy) + abs(x - sx)
+            if cost < best_cost:
+                best, best_cost = (y, x), cost
+    return best
 
 
 # -- the targets table -----------------------------------------------------------------
@@ -229,6 +299,25 @@ def build_targets(dataset: dict, image_dims=None) -> tuple[dict[str, np.ndarray]
         "stop": np.searchsorted(table["gid"], img_gid, "right"),
     }
     return table, images
+
+
+def split_obstacles(records: list[dict], images: dict[str, np.ndarray]) -> tuple[np.ndarray, ...] | None:
+    """Boxes ``(x0, y0, x1, y1)`` of the other splits' blocks of each block-split image, or None if there is none.
+
+    ``records`` are the dataset's image records; images with a
+    ``split_region`` get :func:`ndpatch.splits.foreign_boxes`. Adds
+    ``obstacle_start``/``obstacle_stop`` (each image's rows in the boxes) to
+    the ``images`` table of :func:`build_targets`.
+    """
+    regions = {img["id"]: img["split_region"] for img in records if img.get("split_region")}
+    if not regions:
+        return None
+    boxes = [foreign_boxes(regions[gid]) if gid in regions else np.zeros((0, 4), np.int64)
+             for gid in images["gid"].tolist()]
+    counts = np.array([len(b) for b in boxes], dtype=np.int64)
+    images["obstacle_stop"] = np.cumsum(counts)
+    images["obstacle_start"] = images["obstacle_stop"] - counts
+    return tuple(np.concatenate(boxes).astype(np.float64).T)
 
 
 # -- class balance -----------------------------------------------------------------------
@@ -385,6 +474,7 @@ class Regions:
         self.config = SamplingConfig(**config)
         self._table: dict[str, np.ndarray] | None = None
         self._images: dict[str, np.ndarray] | None = None
+        self._foreign: tuple[np.ndarray, ...] | None = None
         self._geoms: OrderedDict[int, Any] = OrderedDict()
         self._reset()
 
@@ -392,6 +482,7 @@ class Regions:
         """Forget every drawing state (epochs, pools, full images)."""
         self._reset_epochs()
         self._full: dict[tuple[int, int], tuple[np.ndarray, int]] = {}
+        self._usable: np.ndarray | None = None
         self._pos_pool: list[dict] | None = None
         self._neg_pool: list[dict] | None = None
 
@@ -425,6 +516,7 @@ class Regions:
             entry = self.sampler.entry(gid)
             return entry.height, entry.width
         self._table, self._images = build_targets(self.sampler.dset.dataset, image_dims)
+        self._foreign = split_obstacles(self.sampler.dset.dataset.get("images", []), self._images)
         x, y = self._table["cx"] - self._table["width"] / 2, self._table["cy"] - self._table["height"] / 2
         self._bounds = (x, y, np.maximum(x + self._table["width"], x + _EPS),
                         np.maximum(y + self._table["height"], y + _EPS))
@@ -485,6 +577,19 @@ class Regions:
         return extent_hits(rows, self.targets["has_segmentation"][rows], self._geometry,
                            (x0, y0, x1, y1), stop_at_first)
 
+    def _foreign_bounds(self, img: int) -> tuple[np.ndarray, ...] | None:
+        """Boxes of the other splits' blocks in image row ``img``; None unless it is block-split."""
+        if self._foreign is None:
+            return None
+        start, stop = int(self.images["obstacle_start"][img]), int(self.images["obstacle_stop"][img])
+        return tuple(b[start:stop] for b in self._foreign) if stop > start else None
+
+    def _split_clause(self, img: int) -> str:
+        if self._foreign_bounds(img) is None:
+            return ""
+        region = self.sampler.index.image(int(self.images["gid"][img]))["split_region"]
+        return f" and stays inside split {region['split']!r}'s blocks"
+
     def hits(self, gid: int, rows: slice, cols: slice) -> list[int]:
         """Ids of the annotations of image ``gid`` whose extent meets the window ``(rows, cols)``."""
         img = self._image_row(gid)
@@ -503,13 +608,17 @@ class Regions:
         table = self.targets
         if not len(table["aid"]):
             raise SamplingError(f"dataset {self.sampler.dset.fpath} has no annotations to draw positives from")
+        rows = self._positive_rows()
+        if not len(rows):
+            raise SamplingError(f"dataset {self.sampler.dset.fpath}: no annotation has a window around its "
+                                f"centre that stays inside its split's blocks")
         if self._cycle is None:
             balance = self.config.balance
             if balance is None:
-                self._cycle = CoverageCycle(np.zeros(len(table["aid"]), np.int64), 1)
+                self._cycle = CoverageCycle(np.zeros(len(rows), np.int64), 1)
                 self._cum_probs = np.array([1.0])
             else:
-                cids, group, counts = np.unique(table["category_id"], return_inverse=True,
+                cids, group, counts = np.unique(table["category_id"][rows], return_inverse=True,
                                                 return_counts=True)
                 children = self._category_children() if balance == "hierarchy" else None
                 probs = category_probabilities(dict(zip(cids.tolist(), counts.tolist())), children,
@@ -518,7 +627,57 @@ class Regions:
                 self._cum_probs = np.cumsum([probs.get(c, 0.0) for c in cids.tolist()])
                 self._cum_probs /= self._cum_probs[-1]
         g = int(np.searchsorted(self._cum_probs, rng.random(), side="right")) if len(self._cum_probs) > 1 else 0
-        return self._cycle.draw(min(g, len(self._cum_probs) - 1), rng)
+        return int(rows[self._cycle.draw(min(g, len(self._cum_probs) - 1), rng)])
+
+    def _positive_rows(self) -> np.ndarray:
+        """Table rows drawn as positives (cached per configuration).
+
+        Every row, except that in a block-split image an annotation is left out
+        when no window around its centre (of the smallest size drawn) stays
+        inside the split's blocks.
+        """
+        if self._usable is None:
+            table, images = self.targets, self.images
+            keep = np.ones(len(table["aid"]), bool)
+            if self._foreign is not None:
+                smallest = math.exp(-math.log1p(self.config.scale_jitter))
+                for img in np.flatnonzero(images["obstacle_stop"] > images["obstacle_start"]).tolist():
+                    rows = np.arange(images["start"][img], images["stop"][img])
+                    dims = np.array([self._window_dims(row, smallest) for row in rows.tolist()]).reshape(-1, 2)
+                    starts = self._split_starts(img, rows, table["cx"][rows], table["cy"][rows], dims.T)
+                    keep[rows] = ~np.isnan(starts[:, 0])
+            self._usable = np.flatnonzero(keep)
+        return self._usable
+
+    def _window_dims(self, row: int, scale: float = 1.0) -> tuple[int, int]:
+        """(height, width) of row ``row``'s positive: ``window_dims``, else its box × context × ``scale``."""
+        if self.config.window_dims is not None:
+            return self.config.window_dims
+        table, context = self.targets, self.config.context
+        return (math.ceil(max(float(table["height"][row]), 1.0) * context * scale),
+                math.ceil(max(float(table["width"][row]), 1.0) * context * scale))
+
+    def _split_starts(self, img: int, rows, cx, cy, dims) -> np.ndarray:
+        """Starts ``(y0, x0)`` (one row each) of the windows of ``dims`` centred at (cx, cy), kept in the split.
+
+        ``rows`` are table rows of block-split image row ``img``; arguments
+        broadcast. A window that touches another split's block, misses the
+        annotation's centre or the image is moved as little as possible (L1)
+        to one that does not; NaN where there is none.
+        """
+        rows, cx, cy, h, w = np.atleast_1d(*np.broadcast_arrays(rows, cx, cy, *dims))
+        foreign = self._foreign_bounds(img)
+        y0, x0 = np.floor(cy - h / 2), np.floor(cx - w / 2)   # window_from_center's rule
+        ylo, yhi = centre_starts(self.targets["cy"][rows], h, int(self.images["height"][img]))
+        xlo, xhi = centre_starts(self.targets["cx"][rows], w, int(self.images["width"][img]))
+        ok = (ylo <= y0) & (y0 <= yhi) & (xlo <= x0) & (x0 <= xhi)
+        ok &= ~box_hits(foreign, x0[:, None], y0[:, None], (x0 + w)[:, None], (y0 + h)[:, None]).any(axis=1)
+        starts = np.stack([y0, x0], axis=1)
+        for i in np.flatnonzero(~ok).tolist():
+            found = nearest_free_position(foreign, (int(h[i]), int(w[i])), (int(y0[i]), int(x0[i])),
+                                          ((int(ylo[i]), int(yhi[i])), (int(xlo[i]), int(xhi[i]))))
+            starts[i] = np.nan if found is None else found
+        return starts
 
     def _category_children(self) -> dict[int, list[int]]:
         import kwcoco
@@ -533,24 +692,39 @@ class Regions:
             raise SamplingError(f"positive index {row} is out of range (the table has {len(table['aid'])} rows)")
         cx, cy = float(table["cx"][row]), float(table["cy"][row])
         gen = self._rng(rng) if cfg.scale_jitter or cfg.center_jitter else None
-        if cfg.window_dims is not None:
-            height, width = cfg.window_dims
-        else:
-            width = max(float(table["width"][row]), 1.0) * cfg.context
-            height = max(float(table["height"][row]), 1.0) * cfg.context
-            if cfg.scale_jitter:
-                scale = math.exp(gen.uniform(-1, 1) * math.log1p(cfg.scale_jitter))
-                width, height = width * scale, height * scale
-            width, height = math.ceil(width), math.ceil(height)
+        scale = math.exp(gen.uniform(-1, 1) * math.log1p(cfg.scale_jitter)) if cfg.scale_jitter else 1.0
+        height, width = self._window_dims(row, scale)
         if cfg.center_jitter:
             dx, dy = gen.uniform(-1, 1, size=2) * cfg.center_jitter / 2
             cx, cy = cx + dx * width, cy + dy * height
+        if self._foreign is not None:
+            cx, cy, height, width = self._inside_split(row, cx, cy, (height, width))
         return {
             "gid": int(table["gid"][row]), "aid": int(table["aid"][row]),
             "category_id": int(table["category_id"][row]),
             "cx": cx, "cy": cy, "width": width, "height": height,
             "img_width": int(table["img_width"][row]), "img_height": int(table["img_height"][row]),
         }
+
+    def _inside_split(self, row: int, cx: float, cy: float, dims: tuple[int, int]) -> tuple[float, float, int, int]:
+        """(cx, cy, height, width) of row ``row``'s positive, moved inside its split's blocks if block-split.
+
+        A scale-jittered window that cannot stay inside falls back to the
+        smallest scale; an annotation with no such window raises SamplingError.
+        """
+        img = self._image_row(int(self.targets["gid"][row]))
+        if self._foreign_bounds(img) is None:
+            return cx, cy, *dims
+        y0, x0 = self._split_starts(img, row, cx, cy, dims)[0]
+        if math.isnan(y0) and self.config.scale_jitter:
+            dims = self._window_dims(row, math.exp(-math.log1p(self.config.scale_jitter)))
+            y0, x0 = self._split_starts(img, row, cx, cy, dims)[0]
+        if math.isnan(y0):
+            gid = int(self.images["gid"][img])
+            raise SamplingError(f"{self._describe(gid)}: annotation {int(self.targets['aid'][row])} is not a "
+                                f"positive here: no {dims[0]}x{dims[1]} window around its centre"
+                                f"{self._split_clause(img)}")
+        return x0 + dims[1] / 2, y0 + dims[0] / 2, *dims
 
     def get_positive(self, index: int | None = None, rng: RngLike = None) -> dict:
         """Positive ``index`` (of the preselected pool, else of the table), or the next one drawn."""
@@ -593,6 +767,9 @@ class Regions:
 
     def _acceptable(self, img: int, y0: int, x0: int, dims: tuple[int, int]) -> bool:
         h, w = dims
+        foreign = self._foreign_bounds(img)
+        if foreign is not None and box_hits(foreign, x0, y0, x0 + w, y0 + h).any():
+            return False
         if len(self._hit_rows(img, x0, y0, x0 + w, y0 + h, stop_at_first=True)):
             return False
         if self.config.max_nodata is None:
@@ -601,7 +778,10 @@ class Regions:
         return self._nodata_fraction(gid, y0, x0, dims) <= self.config.max_nodata
 
     def _place_negative(self, img: int, dims: tuple[int, int], rng: np.random.Generator) -> tuple[int, int] | None:
-        """A free (y0, x0) in image row ``img``: random tries, then an exact box-free search."""
+        """A free (y0, x0) in image row ``img``: random tries, then an exact box-free search.
+
+        In a block-split image the other splits' blocks are obstacles like the boxes.
+        """
         h, w = dims
         H, W = int(self.images["height"][img]), int(self.images["width"][img])
         ylo, yhi = placement_range(H, h)
@@ -611,7 +791,11 @@ class Regions:
             if self._acceptable(img, y0, x0, dims):
                 return y0, x0
         start, stop = int(self.images["start"][img]), int(self.images["stop"][img])
-        free = free_positions(tuple(b[start:stop] for b in self._bounds), (H, W), dims)
+        obstacles = tuple(b[start:stop] for b in self._bounds)
+        foreign = self._foreign_bounds(img)
+        if foreign is not None:
+            obstacles = tuple(np.concatenate(pair) for pair in zip(obstacles, foreign))
+        free = free_positions(obstacles, (H, W), dims)
         if not len(free):
             return None
         lengths = free[:, 2] - free[:, 1] + 1
@@ -647,7 +831,8 @@ class Regions:
             found = self._place_negative(img, dims, gen)
             if found is None:
                 raise SamplingError(f"{self._describe(gid)}: no room for a {dims[0]}x{dims[1]} negative "
-                                    f"window that meets no annotation{self._nodata_clause()}")
+                                    f"window that meets no annotation{self._split_clause(img)}"
+                                    f"{self._nodata_clause()}")
             return self._negative_target(img, *found, dims)
         live, n_live = self._full.get(dims, (None, 0))
         if live is None:
@@ -663,6 +848,7 @@ class Regions:
         self._full[dims] = (live, 0)
         raise SamplingError(f"no image of dataset {self.sampler.dset.fpath} has room for a "
                             f"{dims[0]}x{dims[1]} negative window that meets no annotation"
+                            f"{'' if self._foreign is None else ' or block of another split'}"
                             f"{self._nodata_clause()}")
 
     def _background_id(self) -> int:
@@ -699,7 +885,7 @@ class Regions:
         if window_dims is not None:
             self.configure(window_dims=window_dims)
         gen = self._rng(rng)
-        n_pos = len(self.targets["aid"]) if n_pos is None else int(n_pos)
+        n_pos = len(self._positive_rows()) if n_pos is None else int(n_pos)
         if n_neg is None:
             ratio = self.config.neg_to_pos_ratio if neg_to_pos_ratio is None else neg_to_pos_ratio
             n_neg = int(ratio * n_pos)
@@ -755,13 +941,36 @@ class Regions:
         for img in rows:
             gid, dims = int(images["gid"][img]), (int(images["height"][img]), int(images["width"][img]))
             wdims = dims if isinstance(window_dims, str) and window_dims == "full" else tuple(window_dims)
-            for y0, x0 in grid_starts(dims, wdims, window_overlap, edge).tolist():
+            for y0, x0 in self._grid_placements(img, dims, wdims, window_overlap, edge):
                 y1, x1 = y0 + wdims[0], x0 + wdims[1]
                 aids = self.targets["aid"][self._hit_rows(img, x0, y0, x1, y1)].tolist()
                 label = "positive" if aids else "negative"
                 grid[label + "s"].append({"gid": gid, "space_slice": (slice(y0, y1), slice(x0, x1)),
                                           "aids": aids, "label": label})
         return grid
+
+    def _grid_placements(self, img: int, dims: tuple[int, int], window_dims: tuple[int, int],
+                         overlap: float, edge: str) -> list[tuple[int, int]]:
+        """Starts of the grid windows over image row ``img`` (:func:`grid_starts`).
+
+        In a block-split image only windows that meet none of the other
+        splits' blocks are kept; a last window shifted onto the image edge
+        that would meet one takes its ``edge='pad'`` placement instead (a
+        subset of the shifted window's pixels, plus padding).
+        """
+        foreign = self._foreign_bounds(img)
+        if foreign is None:
+            return grid_starts(dims, window_dims, overlap, edge).tolist()
+        h, w = window_dims
+        axes = [list(zip(axis_starts(n, d, overlap, edge).tolist(), axis_starts(n, d, overlap, "pad").tolist()))
+                for n, d in zip(dims, window_dims)]
+        kept = []
+        for (y_edge, y_pad), (x_edge, x_pad) in product(*axes):
+            for y0, x0 in product(dict.fromkeys((y_edge, y_pad)), dict.fromkeys((x_edge, x_pad))):
+                if not box_hits(foreign, x0, y0, x0 + w, y0 + h).any():
+                    kept.append((y0, x0))
+                    break
+        return kept
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

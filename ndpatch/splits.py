@@ -55,6 +55,33 @@ def window_in_region(region: dict, rows: slice, cols: slice) -> bool:
                for bc in range(c0 // size, (c1 - 1) // size + 1))
 
 
+def foreign_boxes(region: dict) -> np.ndarray:
+    """Boxes ``(x0, y0, x1, y1)`` covering the image's blocks that are not the region's, clipped to the image.
+
+    Consecutive foreign blocks of a block row are merged into one box. A window
+    is :func:`window_in_region` exactly when it overlaps the image and meets
+    none of these boxes.
+
+    >>> region = {"split": "val", "block_size": 10, "image_shape": [15, 25], "blocks": [[0, 1]]}
+    >>> foreign_boxes(region).tolist()
+    [[0, 0, 10, 10], [20, 0, 25, 10], [0, 10, 25, 15]]
+    """
+    height, width = region["image_shape"]
+    size = region["block_size"]
+    owned = {tuple(b) for b in region["blocks"]}
+    boxes = []
+    for br in range(-(-height // size)):
+        run = None
+        for bc in range(-(-width // size) + 1):
+            foreign = bc * size < width and (br, bc) not in owned
+            if foreign and run is None:
+                run = bc
+            elif not foreign and run is not None:
+                boxes.append((run * size, br * size, min(bc * size, width), min((br + 1) * size, height)))
+                run = None
+    return np.array(boxes, dtype=np.int64).reshape(-1, 4)
+
+
 def check_fractions(fractions: dict[str, float]) -> dict[str, float]:
     """Fractions that are each in [0, 1] and sum to 1; else ExportError."""
     if any(not 0 <= f <= 1 for f in fractions.values()):

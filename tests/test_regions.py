@@ -365,3 +365,145 @@ def test_preselected_pool_survives_pickling(tmp_path):
     sampler.regions.preselect(n_pos=5, n_neg=3, window_dims=(64, 64), rng=0)
     clone = pickle.loads(pickle.dumps(sampler))
     assert [clone.regions.get_item(i) for i in range(8)] == [sampler.regions.get_item(i) for i in range(8)]
+
+
+# -- block splits: no window of one split touches another split's block ------------------------
+
+@settings(max_examples=300, deadline=None)
+@given(boxes=st.lists(st.tuples(st.integers(-3, 20), st.integers(-3, 20), st.integers(1, 8), st.integers(1, 8)),
+                      max_size=5),
+       dims=st.tuples(st.integers(1, 8), st.integers(1, 8)), start=st.tuples(st.integers(-5, 20), st.integers(-5, 20)),
+       ranges=st.tuples(st.integers(-4, 16), st.integers(0, 8), st.integers(-4, 16), st.integers(0, 8)))
+def test_nearest_free_position_is_the_nearest_free_start(boxes, dims, start, ranges):
+    from ndpatch.regions import nearest_free_position
+    x, y, bw, bh = np.array(boxes, float).reshape(-1, 4).T
+    bounds = (x, y, x + bw, y + bh)
+    h, w = dims
+    ylo, ny, xlo, nx = ranges
+    ranges = ((ylo, ylo + ny), (xlo, xlo + nx))
+    found = nearest_free_position(bounds, dims, start, ranges)
+    free = [(y, x) for y in range(ylo, ylo + ny + 1) for x in range(xlo, xlo + nx + 1)
+            if not any(max(x, b[0]) < min(x + w, b[0] + b[2]) and max(y, b[1]) < min(y + h, b[1] + b[3])
+                       for b in boxes)]
+    if not free:
+        assert found is None
+    else:
+        cost = lambda p: abs(p[0] - start[0]) + abs(p[1] - start[1])   # noqa: E731
+        assert found in free and cost(found) == min(map(cost, free))
+
+
+@pytest.fixture(scope="module")
+def split_source(tmp_path_factory):
+    from ndpatch.demo import make_dataset
+    return make_dataset(tmp_path_factory.mktemp("block_src"),
+                        [{"shape": shape, "dtype": "uint8"} for shape in ((40, 50), (33, 61), (24, 24))])
+
+
+def split_samplers(source, out, block_size, seed):
+    """One sampler per split file of a block split of ``source``: {split: sampler}."""
+    from ndpatch.splits import split_dataset
+    split_dataset(source, out, by="block", block_size=block_size, seed=seed, overwrite=True)
+    return {name: ndpatch.CocoSampler(str(out / f"{name}.kwcoco.json")) for name in ("train", "val", "test")}
+
+
+def n_blocks(region):
+    (height, width), size = region["image_shape"], region["block_size"]
+    return -(-height // size) * -(-width // size)
+
+
+def placeable(region, centre, dims):
+    """Brute force: does some window of ``dims`` containing ``centre`` stay in the region?"""
+    from ndpatch.splits import window_in_region
+    (h, w), (cx, cy) = dims, centre
+    return any(window_in_region(region, slice(y, y + h), slice(x, x + w))
+               for y in range(int(np.ceil(cy)) - h, int(np.floor(cy)) + 1)
+               for x in range(int(np.ceil(cx)) - w, int(np.floor(cx)) + 1))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(block=st.integers(4, 24), seed=st.integers(0, 10_000), grid_factor=st.integers(1, 3),
+       window=st.one_of(st.none(), st.tuples(st.integers(2, 20), st.integers(2, 20))),
+       jitter=st.sampled_from([0.0, 0.5]), edge=st.sampled_from(["shift", "pad"]),
+       overlap=st.sampled_from([0.0, 0.25]))
+def test_block_split_windows_stay_in_their_split(split_source, tmp_path, block, seed, grid_factor, window,
+                                                 jitter, edge, overlap):
+    from ndpatch.splits import window_in_region
+    samplers = split_samplers(split_source, tmp_path, block, seed)
+    covered = {gid: np.zeros((img["height"], img["width"]), bool) for gid, img in split_source.imgs.items()}
+    for name, sampler in samplers.items():
+        dset, regions = sampler.dset, sampler.regions
+        region = {gid: img["split_region"] for gid, img in dset.imgs.items()}
+        config = {"window_dims": window, "center_jitter": jitter}
+        if window is None:
+            config.update(context=1.5, scale_jitter=0.5)
+        regions.configure(**config)
+        regions.reseed(seed)
+
+        # positives: exactly the placeable annotations, each once per epoch, inside the split, around the centre
+        smallest = np.exp(-np.log1p(config.get("scale_jitter", 0.0)))
+        usable = []
+        for aid, ann in dset.anns.items():
+            x, y, w, h = ann["bbox"]
+            dims = window or (int(np.ceil(max(h, 1) * 1.5 * smallest)), int(np.ceil(max(w, 1) * 1.5 * smallest)))
+            if placeable(region[ann["image_id"]], (x + w / 2, y + h / 2), dims):
+                usable.append(aid)
+        if not usable:
+            with pytest.raises(SamplingError, match=str(dset.fpath)):
+                regions.get_positive()
+        else:
+            drawn = [regions.get_positive() for _ in range(len(usable))]
+            assert sorted(tr["aid"] for tr in drawn) == sorted(usable)
+            for tr in drawn + [regions.get_positive() for _ in range(5)]:
+                rows, cols = regions.window(tr)
+                x, y, w, h = dset.anns[tr["aid"]]["bbox"]
+                assert window_in_region(region[tr["gid"]], rows, cols)
+                # moved windows contain the centre; unmoved jittered ones may miss it by the rounding
+                # of the window start (as outside block splits)
+                slack = 1 if jitter and len(region[tr["gid"]]["blocks"]) == n_blocks(region[tr["gid"]]) else 0
+                assert rows.start - slack <= y + h / 2 <= rows.stop + slack
+                assert cols.start - slack <= x + w / 2 <= cols.stop + slack
+
+        # negatives: inside the split and off every annotation; "no room" only when no window inside
+        # the split avoids every annotation's box (brute force)
+        for _ in range(10 if dset.anns or window else 0):
+            try:
+                tr = regions.get_negative()
+            except SamplingError:
+                nh, nw = regions.negative_dims()
+                for gid, img in dset.imgs.items():
+                    for y0 in range(min(0, img["height"] - nh), max(0, img["height"] - nh) + 1):
+                        for x0 in range(min(0, img["width"] - nw), max(0, img["width"] - nw) + 1):
+                            rows, cols = slice(y0, y0 + nh), slice(x0, x0 + nw)
+                            assert not (window_in_region(region[gid], rows, cols)
+                                        and not any(meets(extent({"bbox": dset.anns[a]["bbox"]}), rows, cols)
+                                                    for a in dset.index.gid_to_aids[gid]))
+                break
+            rows, cols = regions.window(tr)
+            assert window_in_region(region[tr["gid"]], rows, cols)
+            assert not any(meets(extent(dset.anns[a]), rows, cols) for a in dset.index.gid_to_aids[tr["gid"]])
+
+        # grids: every window inside the split; windows that divide the block size cover every pixel together
+        grid = regions.new_sample_grid(window_dims=(block // grid_factor,) * 2, edge=edge)
+        free_grid = regions.new_sample_grid(window_dims=(window or (9, 9)), window_overlap=overlap, edge=edge)
+        for tr in free_grid["positives"] + free_grid["negatives"]:
+            assert window_in_region(region[tr["gid"]], *tr["space_slice"])
+        for tr in grid["positives"] + grid["negatives"]:
+            assert window_in_region(region[tr["gid"]], *tr["space_slice"])
+            if block % grid_factor == 0:
+                rows, cols = tr["space_slice"]
+                covered[tr["gid"]][max(rows.start, 0):rows.stop, max(cols.start, 0):cols.stop] = True
+    if block % grid_factor == 0:
+        assert all(mask.all() for mask in covered.values())
+
+
+def test_block_split_with_no_placeable_positive_names_the_dataset(split_source, tmp_path):
+    samplers = split_samplers(split_source, tmp_path, block_size=4, seed=0)
+    regions = samplers["test"].regions
+    regions.configure(window_dims=(30, 30))
+    with pytest.raises(SamplingError, match=r"is not a positive here: no 30x30 window .* inside split 'test'"):
+        regions.get_positive(0)
+    with pytest.raises(SamplingError, match=r"test\.kwcoco\.json: no annotation has a window"):
+        regions.get_positive()
+    assert regions.preselect(n_neg=0) == (0, 0)
+    with pytest.raises(SamplingError, match="or block of another split"):
+        regions.get_negative()
