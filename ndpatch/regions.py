@@ -540,6 +540,11 @@ class Regions:
         return len(self._pos_pool) if self._pos_pool is not None else len(self.targets["aid"])
 
     @property
+    def epoch_size(self) -> int:
+        """Positives in one coverage epoch: every annotation that can be drawn (see ``_positive_rows``)."""
+        return len(self._positive_rows())
+
+    @property
     def n_negatives(self) -> int:
         return len(self._neg_pool) if self._neg_pool is not None else 0
 

@@ -114,3 +114,17 @@ def test_cli_split_reports_class_counts(dset, tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("train:") and "box=" in out
     assert json.loads((tmp_path / "val.kwcoco.json").read_text())["images"]
+
+
+def test_positive_export_of_a_block_split_is_one_chip_per_placeable_annotation(dset, tmp_path):
+    import ndpatch
+    split_dataset(dset, tmp_path, by="block", block_size=16, seed=2)
+    train = ndpatch.CocoSampler(str(tmp_path / "train.kwcoco.json"))
+    train.regions.configure(window_dims=(16, 16))
+    expected = train.regions.epoch_size
+    assert 0 < expected <= len(train.regions.targets["aid"])
+    export(str(tmp_path / "train.kwcoco.json"), tmp_path / "pos", window=16, targets="positives",
+           progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "pos" / "chips.csv")))
+    windows = {(r["image_id"], r["row_start"], r["col_start"]) for r in rows}
+    assert len(rows) == expected and len(windows) == expected

@@ -81,7 +81,7 @@ def strategy_targets(sampler, targets: str, window: tuple[int, int], overlap: fl
         rows = [(tr["gid"], *tr["space_slice"]) for tr in grid["positives"] + grid["negatives"]]
         order = {gid: i for i, gid in enumerate(sorted(sampler.dset.imgs))}
         return sorted(rows, key=lambda r: (order[r[0]], r[1].start, r[2].start))
-    n_annots = len(regions.targets["aid"])
+    n_annots = regions.epoch_size  # annotations that can be drawn (in a block split: placeable ones)
     if targets == "positives":
         n_pos, n_neg = (n_annots if count is None else count), 0
     elif targets == "negatives":
