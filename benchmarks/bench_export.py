@@ -62,6 +62,10 @@ def naive(src: str, windows: np.ndarray, window: int, out: Path) -> float:
     return time.perf_counter() - t0
 
 
+#: Warm exports are timed this many times each (best kept): one run is noisy on a shared 2-core machine.
+REPEATS = 3
+
+
 def timed_export(dset, out: Path, window: int, workers: int, workdir: str) -> float:
     sampler = CocoSampler(dset, backend="npy", workdir=workdir)
     t0 = time.perf_counter()
@@ -83,8 +87,11 @@ def main() -> None:
         windows = np.load(root / "cold/.ndpatch-export/plan.npy")
         n = len(windows)
         naive_s = naive(str(dset.get_image_fpath(1)), windows, args.window, root / "naive")
-        warm1_s = timed_export(dset, root / "warm1", args.window, 1, cache)
-        warm2_s = timed_export(dset, root / "warm2", args.window, 2, cache)
+        # warm runs: best of REPEATS, alternating 1 and 2 workers so both see the same machine state
+        warm1_s = warm2_s = float("inf")
+        for k in range(REPEATS):
+            warm1_s = min(warm1_s, timed_export(dset, root / f"warm1_{k}", args.window, 1, cache))
+            warm2_s = min(warm2_s, timed_export(dset, root / f"warm2_{k}", args.window, 2, cache))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     rates = {"naive": n / naive_s, "cold_1w": n / cold_s, "warm_1w": n / warm1_s, "warm_2w": n / warm2_s}
@@ -96,7 +103,7 @@ def main() -> None:
         "# bench_export",
         "",
         f"{n} chips of {args.window}x{args.window} from one {args.height}x{args.width} RGB LZW GeoTIFF "
-        "(40 polygons); ndpatch writes image + label chips, naive writes image chips.",
+        f"(40 polygons); ndpatch writes image + label chips, naive writes image chips; warm runs best of {REPEATS}.",
         "",
         "| method | chips/s | vs naive |",
         "|---|---|---|",
