@@ -29,7 +29,6 @@ import argparse
 import cProfile
 import functools
 import io
-import json
 import pstats
 import tempfile
 import time
@@ -45,8 +44,8 @@ from torch.utils.data import DataLoader, Dataset
 import ndpatch
 from ndpatch.demo import write_raster
 from ndpatch.torch import PatchDataset, collate, worker_init
+from report import save_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 WINDOW = 256
 BATCH = 16
 
@@ -238,10 +237,8 @@ def report(args: argparse.Namespace, tmp: Path) -> None:
               f"{', '.join(f'{v:.0f}' for v in r.get(str(args.rss_samples), []))} |" for name, r in rss.items()]
     lines += ["", "Profile: batched npy path with detection annotations, 1,024 windows (tottime):", "",
               "```", profile.strip(), "```"]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_dataloader.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / "bench_dataloader.json").write_text(json.dumps(
-        {"samples_per_s": results, "ratios": {k: v for k, (_, v) in ratios.items()}, "worker_rss_mb": rss}, indent=1))
+    save_results("bench_dataloader", "\n".join(lines),
+                 {"samples_per_s": results, "ratios": {k: v for k, (_, v) in ratios.items()}, "worker_rss_mb": rss})
     print("\n".join(lines))
 
 

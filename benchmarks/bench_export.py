@@ -15,7 +15,6 @@ Writes benchmarks/results/bench_export.{md,json}.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
@@ -29,6 +28,7 @@ from ndpatch.demo import write_raster
 from ndpatch.export import export
 from ndpatch.export.base import GEOTIFF_OPTIONS
 from ndpatch.sampler import CocoSampler
+from report import save_results
 
 
 def make_scene(root: Path, height: int, width: int) -> kwcoco.CocoDataset:
@@ -114,10 +114,7 @@ def main() -> None:
     ]
     report = "\n".join(lines)
     print(report)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "bench_export.md").write_text(report + "\n")
-    (out / "bench_export.json").write_text(json.dumps({"chips": n, "rates": rates, "ratios": ratios}, indent=2))
+    save_results("bench_export", report, {"chips": n, "rates": rates, "ratios": ratios})
 
 
 if __name__ == "__main__":

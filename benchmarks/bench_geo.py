@@ -21,9 +21,9 @@ import numpy as np
 from osgeo import gdal, osr
 
 import ndpatch
+from report import save_results
 
 SIZE = 10_000
-RESULTS = Path(__file__).parent / "results"
 
 
 def scene(data_dir: Path) -> str:
@@ -89,10 +89,8 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     print(f"COG conversion (first touch, from the cache sidecar): {convert_s:.1f} s")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_geo.md").write_text(f"# bench_geo\n\n{result['scene']}, {args.windows} random windows\n\n"
-                                          f"{table}\n\nCOG conversion (first touch, from the cache sidecar): {convert_s:.1f} s\n")
-    (RESULTS / "bench_geo.json").write_text(json.dumps(result, indent=1))
+    save_results("bench_geo", f"# bench_geo\n\n{result['scene']}, {args.windows} random windows\n\n{table}\n\n"
+                              f"COG conversion (first touch, from the cache sidecar): {convert_s:.1f} s", result)
 
 
 if __name__ == "__main__":

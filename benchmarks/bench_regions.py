@@ -15,16 +15,15 @@ Writes benchmarks/results/bench_regions.{md,json}.
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import psutil
 
 from ndpatch.regions import Regions
+from report import save_results
 
 
 def synthetic_dataset(n_annots: int, seed: int = 0) -> dict:
@@ -140,11 +139,7 @@ def main() -> None:
     ]
     report = "\n".join(lines)
     print(report)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "bench_regions.md").write_text(report + "\n")
-    (out / "bench_regions.json").write_text(json.dumps({"small": small, "large": large, "ratios": ratios},
-                                                       indent=2))
+    save_results("bench_regions", report, {"small": small, "large": large, "ratios": ratios})
 
 
 if __name__ == "__main__":

@@ -157,7 +157,7 @@ class CocoSampler:
             im, data_dims, nodata = self._read_resampled(tr, out)
         x0, y0, x1, y1 = tr.cols.start, tr.rows.start, tr.cols.stop, tr.rows.stop
         space_slice = tr.space_slice
-        tf_rel_to_abs = kwimage.Affine.translate((x0, y0))
+        tf_rel_to_abs = kwimage.Affine(np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]]))
         if tr.scale != 1:
             tf_rel_to_abs = tf_rel_to_abs @ kwimage.Affine.scale(1 / tr.scale)
         if tr.scale == 1 and nodata is None:  # geo.valid_fraction's value, without per-pixel work

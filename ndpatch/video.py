@@ -78,8 +78,8 @@ def is_video_target(target: Any) -> bool:
         >>> is_video_target({"vidid": 1}), is_video_target({"gid": 1})
         (True, False)
     """
-    return isinstance(target, dict) and any(
-        target.get(key) is not None for key in ("vidid", "video_id", "gids"))
+    return isinstance(target, dict) and (target.get("vidid") is not None or target.get("gids") is not None
+                                         or target.get("video_id") is not None)
 
 
 # -- frames: assets, channels and warps ---------------------------------------------
