@@ -31,7 +31,7 @@ from ndpatch.errors import TargetError
 from ndpatch import geo
 from ndpatch.index import LABEL_CHANNELS, DatasetIndex
 from ndpatch.masks import window_masks
-from ndpatch.target import Target, parse_target
+from ndpatch.target import Target, parse_target, window_params
 from ndpatch.video import is_video_target, load_video_batch, load_video_sample
 from ndpatch.warp import read_aligned, read_resampled
 
@@ -177,12 +177,7 @@ class CocoSampler:
             "target": normalized,
             "tr": normalized,
             "params": {
-                "offset": np.array([-x0, -y0]),
-                "tf_rel_to_abs": tf_rel_to_abs,
-                "sample_tlbr": kwimage.Boxes(np.array([x0, y0, x1, y1]), "ltrb"),
-                "st_dims": [(y0, y1), (x0, x1)],
-                "data_dims": data_dims,
-                "pad": tr.pad,
+                **window_params(x0, y0, x1, y1, tf_rel_to_abs, data_dims, tr.pad),
                 "scale": tr.scale,
                 "valid_fraction": valid_fraction,
                 **self._window_georef(tr.gid, tf_rel_to_abs),

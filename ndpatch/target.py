@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import kwimage
 import numpy as np
 
 from ndpatch.errors import TargetError
@@ -47,6 +48,25 @@ def clip_window(rows: slice, cols: slice, height: int, width: int) -> Window:
     r1 = max(min(rows.stop, height), r0)
     c1 = max(min(cols.stop, width), c0)
     return slice(r0, r1), slice(c0, c1)
+
+
+def window_params(x0: int, y0: int, x1: int, y1: int, tf_rel_to_abs, data_dims: tuple,
+                  pad: tuple[int, int]) -> dict:
+    """ndsampler's ``params`` of a sample whose (padded) window is ``[x0, x1) × [y0, y1)``.
+
+    Example:
+        >>> params = window_params(2, -1, 8, 5, kwimage.Affine.translate((2, -1)), (70, 90), (0, 0))
+        >>> params["offset"].tolist(), params["sample_tlbr"].data.tolist(), params["st_dims"]
+        ([-2, 1], [2, -1, 8, 5], [(-1, 5), (2, 8)])
+    """
+    return {
+        "offset": np.array([-x0, -y0]),
+        "tf_rel_to_abs": tf_rel_to_abs,
+        "sample_tlbr": kwimage.Boxes(np.array([x0, y0, x1, y1]), "ltrb"),
+        "st_dims": [(y0, y1), (x0, x1)],
+        "data_dims": data_dims,
+        "pad": pad,
+    }
 
 
 @dataclass(frozen=True, slots=True)

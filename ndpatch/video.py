@@ -58,7 +58,7 @@ from ndpatch.index import DEFAULT_CHANNELS, channel_names, resolve_path
 from ndpatch.regions import (CoverageCycle, box_hits, extent_hits, free_positions, grid_starts,
                              placement_range, strided_starts)
 from ndpatch.rng import ProcessStream, RngLike
-from ndpatch.target import Window, window_from_center
+from ndpatch.target import Window, window_from_center, window_params
 from ndpatch.warp import read_resampled
 
 #: Interpolations a target may ask for (kwimage names).
@@ -617,12 +617,8 @@ def _video_sample(sampler, target: dict, layout: VideoLayout, im: np.ndarray,
         "target": normalized,
         "tr": normalized,
         "params": {
-            "offset": np.array([-x0, -y0]),
-            "tf_rel_to_abs": tf_rel_to_abs,
-            "sample_tlbr": kwimage.Boxes(np.array([x0, y0, x1, y1]), "ltrb"),
+            **window_params(x0, y0, x1, y1, tf_rel_to_abs, data_dims, tr.pad),
             "st_dims": [(time_slice.start, time_slice.stop), (y0, y1), (x0, x1)],
-            "data_dims": data_dims,
-            "pad": tr.pad,
             "gids": list(tr.gids),
             "channels": tuple(channels),
             "missing_channels": missing,
