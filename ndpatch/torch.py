@@ -108,6 +108,7 @@ class BatchReader:
     def _labels(self, parsed: list[Target], annots: list, shape: tuple[int, int]) -> dict:
         stacked = stack_windows(annots)
         counts = stacked["counts"].tolist()
+        starts = np.cumsum([0] + counts)  # window k's annotations are rows starts[k]:starts[k + 1]
         columns = {"boxes": torch.from_numpy(stacked["xyxy"].astype(np.float32)),
                    "labels": torch.from_numpy(stacked["cids"]), "aids": torch.from_numpy(stacked["aids"])}
         labels = {}
@@ -115,7 +116,6 @@ class BatchReader:
             from ndpatch import masks
             class_maps = np.zeros((len(annots), *shape), dtype=np.int64)
             instance_masks = np.zeros((len(stacked["cids"]), *shape), dtype=np.uint8)
-            starts = np.cumsum([0] + counts)
             for window, class_map, start, stop in zip(annots, class_maps, starts, starts[1:]):
                 class_map[...] = masks.class_map(window, shape, masks.label_dtype(self.num_classes - 1))
                 instance_masks[start:stop] = masks.instance_masks(window, shape)
@@ -128,7 +128,6 @@ class BatchReader:
             named = torch.from_numpy(stacked["cids"]) > 0
             multi_hot[rows[named], torch.from_numpy(stacked["cids"])[named]] = 1
             labels["multi_hot"] = multi_hot
-            starts = np.cumsum([0] + counts)
             labels["label"] = torch.tensor(
                 [main_class(tr.aid, stacked["aids"][a:b], stacked["cids"][a:b], stacked["xyxy"][a:b], shape)
                  for tr, a, b in zip(parsed, starts, starts[1:])], dtype=torch.int64)
