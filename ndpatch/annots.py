@@ -7,8 +7,8 @@ only when a sample asks for annotations, once per image, then subset and
 translated per window.
 
 Example:
-    >>> import kwcoco
-    >>> dset = kwcoco.CocoDataset.demo("shapes2", verbose=0)
+    >>> from ndpatch.demo import kwcoco_demo
+    >>> dset = kwcoco_demo("shapes2")
     >>> anns = [dset.anns[aid] for aid in dset.index.gid_to_aids[1]]
     >>> image_annots = ImageAnnots.from_coco(anns, dset)
     >>> x, y, w, h = image_annots.boxes[0]
@@ -120,8 +120,8 @@ class WindowAnnots(Mapping):
     Pickles as a plain dict.
 
     Example:
-        >>> import kwcoco
-        >>> dset = kwcoco.CocoDataset.demo("shapes2", verbose=0)
+        >>> from ndpatch.demo import kwcoco_demo
+        >>> dset = kwcoco_demo("shapes2")
         >>> image_annots = ImageAnnots.from_coco([dset.anns[a] for a in dset.index.gid_to_aids[1]], dset)
         >>> annots = window_annots(image_annots, np.array([0]), 10, 20, gid=1)
         >>> x, y, w, h = image_annots.boxes[0]
@@ -261,8 +261,8 @@ def stack_windows(windows: Sequence[Mapping]) -> dict[str, np.ndarray]:
     built with a few array operations instead of a few per window.
 
     Example:
-        >>> import kwcoco
-        >>> dset = kwcoco.CocoDataset.demo("shapes2")
+        >>> from ndpatch.demo import kwcoco_demo
+        >>> dset = kwcoco_demo("shapes2")
         >>> image_annots = ImageAnnots.from_coco([dset.anns[a] for a in dset.index.gid_to_aids[1]], dset)
         >>> windows = [window_annots(image_annots, np.array([0]), 10, 20, 1),
         ...            window_annots(image_annots, np.array([], dtype=np.int64), 0, 0, 1)]

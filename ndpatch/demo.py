@@ -13,6 +13,8 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from pathlib import Path
 
@@ -21,6 +23,22 @@ import numpy as np
 from osgeo import gdal, osr
 
 from ndpatch import gdalio
+
+
+def kwcoco_demo(key: str = "shapes8", **kwargs) -> kwcoco.CocoDataset:
+    """kwcoco's toy dataset ``key`` (``CocoDataset.demo``), made without progress output.
+
+    kwcoco 0.9.1 rewrites a ``shapes`` dataset's images on every call and prints
+    its progress whatever ``verbose`` says; here both the ``verbose`` default and
+    that output are silenced.
+
+    Example:
+        >>> kwcoco_demo("shapes2").n_images
+        2
+    """
+    kwargs.setdefault("verbose", 0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return kwcoco.CocoDataset.demo(key, **kwargs)
 
 
 def random_pixels(shape: tuple[int, ...], dtype: str, rng: np.random.Generator) -> np.ndarray:

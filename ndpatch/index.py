@@ -7,8 +7,8 @@ queries. Unknown ids and unreadable datasets raise ndpatch errors that name
 them.
 
 Example:
-    >>> import kwcoco
-    >>> index = DatasetIndex(kwcoco.CocoDataset.demo("shapes2", verbose=0))
+    >>> from ndpatch.demo import kwcoco_demo
+    >>> index = DatasetIndex(kwcoco_demo("shapes2"))
     >>> index.source(1).path.endswith(".png")
     True
     >>> index.bands_for(1, "r|b", n_bands=3)

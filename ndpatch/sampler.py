@@ -66,8 +66,8 @@ class CocoSampler:
     def demo(cls, key: str = "shapes8", workdir: str | None = None, backend: Any = None,
              **kwargs) -> "CocoSampler":
         """A sampler over one of kwcoco's toy datasets (``'shapes8'``, ``'vidshapes8'``, ...)."""
-        import kwcoco
-        return cls(kwcoco.CocoDataset.demo(key), workdir=workdir, backend=backend, **kwargs)
+        from ndpatch.demo import kwcoco_demo
+        return cls(kwcoco_demo(key), workdir=workdir, backend=backend, **kwargs)
 
     @property
     def dset(self):

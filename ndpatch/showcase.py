@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import kwcoco
 import kwimage
 import numpy as np
 
+from ndpatch.demo import kwcoco_demo
 from ndpatch.sampler import CocoSampler
 
 TILE = 160  # pixels per mosaic cell
@@ -39,7 +39,7 @@ def run_demo(out_dir: str, backend=None, workdir: str | None = None, seed: int =
     Returns a one-line summary naming the PNG written.
     """
     start = time.perf_counter()
-    sampler = CocoSampler(kwcoco.CocoDataset.demo("shapes8"), backend=backend, workdir=workdir)
+    sampler = CocoSampler(kwcoco_demo("shapes8"), backend=backend, workdir=workdir)
     rng = np.random.default_rng(seed)
     cells, n_annots = [], 0
     kinds = [("pos", sampler.load_positive), ("neg", sampler.load_negative)]

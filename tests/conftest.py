@@ -1,4 +1,7 @@
-"""Shared fixtures: small datasets of GDAL-written rasters and an independent reference read."""
+"""Shared fixtures: small datasets of GDAL-written rasters and an independent reference read.
+
+(The per-user caches are made hermetic by the repository's top-level conftest.py.)
+"""
 import numpy as np
 import pytest
 from osgeo import gdal

@@ -10,7 +10,7 @@ ndsampler = pytest.importorskip("ndsampler")
 @pytest.fixture(scope="module")
 def samplers():
     import kwcoco
-    dset = kwcoco.CocoDataset.demo("shapes8")
+    dset = kwcoco.CocoDataset.demo("shapes8", verbose=0)
     return ndpatch.CocoSampler(dset), ndsampler.CocoSampler(dset, backend=None)
 
 

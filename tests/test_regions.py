@@ -46,7 +46,7 @@ def meets(geom, rows, cols):
 # -- the targets table ------------------------------------------------------------------
 
 def test_targets_table_matches_annotations():
-    dset = kwcoco.CocoDataset.demo("shapes8")
+    dset = kwcoco.CocoDataset.demo("shapes8", verbose=0)
     regions = ndpatch.CocoSampler(dset).regions
     table = regions.targets
     assert len(table["aid"]) == dset.n_annots
@@ -74,7 +74,7 @@ def test_table_derives_missing_boxes_and_rejects_unknown_images():
 # -- positives -------------------------------------------------------------------------------
 
 def test_positive_epochs_visit_every_annotation_once():
-    dset = kwcoco.CocoDataset.demo("shapes8")
+    dset = kwcoco.CocoDataset.demo("shapes8", verbose=0)
     regions = ndpatch.CocoSampler(dset).regions
     regions.reseed(0)
     n = dset.n_annots
@@ -84,7 +84,7 @@ def test_positive_epochs_visit_every_annotation_once():
 
 
 def test_positive_windows_fixed_fitted_and_jittered():
-    dset = kwcoco.CocoDataset.demo("shapes8")
+    dset = kwcoco.CocoDataset.demo("shapes8", verbose=0)
     sampler = ndpatch.CocoSampler(dset)
     regions = sampler.regions
     regions.configure(window_dims=(30, 40))

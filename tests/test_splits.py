@@ -41,7 +41,7 @@ def test_by_image_disjoint_complete_and_readable(dset, tmp_path):
 
 
 def test_by_video_keeps_videos_whole(tmp_path):
-    dset = kwcoco.CocoDataset.demo("vidshapes5", num_frames=3)
+    dset = kwcoco.CocoDataset.demo("vidshapes5", num_frames=3, verbose=0)
     split_dataset(dset, tmp_path, {"train": 0.6, "val": 0.2, "test": 0.2}, by="video", seed=0)
     owners = {}
     for name, part in load(tmp_path).items():
