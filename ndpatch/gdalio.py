@@ -54,6 +54,33 @@ def configure(cachemax_mb: int | None = None) -> None:
 configure()
 
 
+def file_identity(path: str, what: str | None = None) -> tuple:
+    """What changes whenever the file at ``path`` is rewritten or replaced; one ``stat`` call.
+
+    Local files: ``(device, inode, size, mtime_ns, ctime_ns)`` (a user can preserve
+    size and mtime, e.g. ``cp -p``, but not inode and ctime). GDAL virtual paths
+    (``/vsi...``): ``(size, mtime)`` as ``VSIStatL`` reports them. A missing file
+    raises SourceReadError.
+
+    Example:
+        >>> import tempfile
+        >>> fpath = tempfile.mktemp()
+        >>> _ = open(fpath, "wb").write(b"abc")
+        >>> file_identity(fpath)[2]
+        3
+    """
+    if path.startswith("/vsi"):
+        stat = gdal.VSIStatL(path)
+        if stat is None:
+            raise SourceReadError(f"{what or path}: GDAL cannot stat it")
+        return (int(stat.size), int(stat.mtime))
+    try:
+        stat = os.stat(path)
+    except OSError as err:
+        raise SourceReadError(f"{what or path}: file does not exist or cannot be read: {err}") from err
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
 @dataclass(frozen=True, slots=True)
 class RasterInfo:
     """What a raster's header says: size, bands, type, nodata, georeferencing, layout."""

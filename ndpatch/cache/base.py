@@ -57,6 +57,8 @@ class CacheEntry:
     dtype: np.dtype
     nodata: float | None
     band_names: tuple[str, ...]
+    geotransform: tuple[float, ...] | None = None
+    crs_wkt: str | None = None
     meta: dict = field(default_factory=dict, compare=False)
 
     def describe(self) -> str:

@@ -35,7 +35,7 @@ from osgeo import gdal
 from ndpatch import gdalio
 from ndpatch.cache.base import CacheEntry, ImageSource
 from ndpatch.cache.direct import DirectBackend
-from ndpatch.cache.npy import NpyBackend, entry_from_sidecar
+from ndpatch.cache.npy import NpyBackend, entry_from_sidecar, raster_fields
 from ndpatch.cache.store import KeyedCache, atomic_publish
 from ndpatch.errors import CacheConversionError, CorruptCacheError, NdpatchError
 
@@ -111,13 +111,8 @@ def convert_to_cog(source: ImageSource, dest: Path, settings: dict,
         raise
     except (RuntimeError, OSError) as err:
         raise CacheConversionError(f"{what}: converting to COG {dest} failed: {err}") from err
-    return {**_raster_fields(info), "kind": "cog", "file": dest.name, "nbytes": nbytes,
+    return {**raster_fields(info), "kind": "cog", "file": dest.name, "nbytes": nbytes,
             "in_place": False, "creation_options": options}
-
-
-def _raster_fields(info: gdalio.RasterInfo) -> dict:
-    return {"height": info.height, "width": info.width, "bands": info.bands,
-            "dtype": info.dtype.str, "nodata": info.nodata, "band_names": list(info.band_names)}
 
 
 def check_cog(path: Path, height: int, width: int, bands: int) -> None:
@@ -184,7 +179,7 @@ class CogBackend(KeyedCache):
         ds = gdalio.open_dataset(source.path, source.describe())
         info = gdalio.raster_info(ds)
         if self.settings["in_place"] and readable_in_place(info):
-            return {**_raster_fields(info), "kind": "cog", "file": None, "nbytes": 0, "in_place": True,
+            return {**raster_fields(info), "kind": "cog", "file": None, "nbytes": 0, "in_place": True,
                     "source_layout": {"block_size": list(info.block_size), "compression": info.compression}}
         return convert_to_cog(source, dest, {**self.settings, "threads": self.threads}, info, ds)
 

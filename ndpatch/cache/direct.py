@@ -23,7 +23,8 @@ def entry_from_raster(source: ImageSource, path: str, kind: str, **meta) -> Cach
     return CacheEntry(
         gid=source.gid, source=source.path, path=path, kind=kind,
         height=info.height, width=info.width, bands=info.bands, dtype=info.dtype,
-        nodata=info.nodata, band_names=info.band_names, meta={"raster": info, **meta},
+        nodata=info.nodata, band_names=info.band_names, geotransform=info.geotransform,
+        crs_wkt=info.crs_wkt, meta={"raster": info, **meta},
     )
 
 

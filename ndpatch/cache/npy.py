@@ -88,9 +88,15 @@ def convert_to_npy(source: ImageSource, dest: Path) -> dict:
         nbytes = atomic_publish(dest, write, lambda tmp: check_npy(Path(tmp), shape, info.dtype))
     except OSError as err:  # unreadable source, full disk, invalid result
         raise CacheConversionError(f"{what}: converting to npy {dest} failed: {err}") from err
-    return {"kind": "npy", "file": dest.name, "nbytes": nbytes, "in_place": False,
-            "height": info.height, "width": info.width, "bands": info.bands,
-            "dtype": info.dtype.str, "nodata": info.nodata, "band_names": list(info.band_names)}
+    return {**raster_fields(info), "kind": "npy", "file": dest.name, "nbytes": nbytes, "in_place": False}
+
+
+def raster_fields(info: gdalio.RasterInfo) -> dict:
+    """The sidecar fields that describe a source raster (what a reader needs without opening it)."""
+    return {"height": info.height, "width": info.width, "bands": info.bands, "dtype": info.dtype.str,
+            "nodata": info.nodata, "band_names": list(info.band_names),
+            "geotransform": None if info.geotransform is None else list(info.geotransform),
+            "crs_wkt": info.crs_wkt}
 
 
 def check_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
@@ -130,6 +136,8 @@ def entry_from_sidecar(source: ImageSource, path: str, sidecar: dict, converted:
         height=sidecar["height"], width=sidecar["width"], bands=sidecar["bands"],
         dtype=np.dtype(sidecar["dtype"]), nodata=sidecar["nodata"],
         band_names=tuple(sidecar["band_names"]),
+        geotransform=None if sidecar["geotransform"] is None else tuple(sidecar["geotransform"]),
+        crs_wkt=sidecar["crs_wkt"],
         meta={"sidecar": sidecar, "converted": converted,
               "bytes_written": sidecar.get("nbytes", 0) if converted else 0})
 

@@ -40,7 +40,7 @@ import filelock
 from ndpatch.errors import CorruptCacheError, SourceReadError
 
 #: Bumped when the layout of cache files or sidecars changes (part of every key).
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 TEMP_MARK = ".tmp-"
 #: Permissions of published files (mkstemp's 0600 would hide a shared cache from other users).
 PUBLISHED_MODE = 0o644
