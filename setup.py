@@ -18,6 +18,7 @@ setup(
         "ubelt>=1.3",
         "filelock>=3.12",
         "tqdm>=4.60",
+        "psutil>=5.9",
     ],
     extras_require={
         "torch": ["torch>=2.0"],

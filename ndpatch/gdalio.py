@@ -180,9 +180,11 @@ def mem_dataset(pixels: np.ndarray, nodata: float | None = None, band_names=None
 class HandlePool:
     """Open GDAL datasets kept per thread, at most ``capacity`` each, least recently used closed first.
 
-    GDAL handles are not thread-safe and must never cross a fork: each thread
-    of each process gets its own, and a forked child starts with an empty pool
-    (checked by pid on every access). The pool itself pickles as empty.
+    Handles are keyed by path *and* file identity (:func:`file_identity`): a file
+    rewritten or replaced at the same path gets a new handle, never the old
+    file's. GDAL handles are not thread-safe and must never cross a fork: each
+    thread of each process gets its own, and a forked child starts with an
+    empty pool (checked by pid on every access). The pool pickles as empty.
 
     Example:
         >>> pool = HandlePool(capacity=2)
@@ -202,21 +204,28 @@ class HandlePool:
             local.handles = OrderedDict()
         return local.handles
 
-    def get(self, path: str, what: str | None = None) -> gdal.Dataset:
-        """The open dataset for ``path`` in this thread, opening it on first use."""
+    def get(self, path: str, what: str | None = None, identity: tuple | None = None) -> gdal.Dataset:
+        """The open dataset for ``path`` in this thread, opened on first use.
+
+        ``identity`` is the :func:`file_identity` the caller resolved the file
+        as (one ``stat`` is made when it is not given, for ``/vsi`` paths too).
+        """
+        if identity is None:
+            identity = file_identity(path, what)
         handles = self._handles()
-        ds = handles.get(path)
-        if ds is not None:
+        held = handles.get(path)
+        if held is not None and held[0] == identity:
             handles.move_to_end(path)
-            return ds
+            return held[1]
         ds = open_dataset(path, what)
-        handles[path] = ds
+        handles[path] = (identity, ds)
+        handles.move_to_end(path)
         if len(handles) > self.capacity:
             handles.popitem(last=False)
         return ds
 
     def forget(self, path: str) -> None:
-        """Close this thread's handle on ``path`` (e.g. after the file was replaced)."""
+        """Close this thread's handle on ``path``."""
         self._handles().pop(path, None)
 
     def __len__(self) -> int:

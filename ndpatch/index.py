@@ -147,7 +147,7 @@ class DatasetIndex:
         channels = record.get("channels", img.get("channels"))
         if channels is not None:
             channels = channel_names(channels)
-        return ImageSource(gid=gid, path=path, channels=channels)
+        return ImageSource(gid=gid, path=path, channels=channels, bundle_dpath=self.bundle_dpath)
 
     def is_multi_asset(self, gid: int) -> bool:
         """Whether image ``gid`` is made of asset files (no single ``file_name``)."""
@@ -174,7 +174,7 @@ class DatasetIndex:
             warp = record.get("warp_aux_to_img")
             if warp is None and record.get("width") and img.get("width"):
                 warp = {"scale": (img["width"] / record["width"], img["height"] / record["height"])}
-            assets.append(Asset(ImageSource(gid=gid, path=path, channels=channels),
+            assets.append(Asset(ImageSource(gid=gid, path=path, channels=channels, bundle_dpath=self.bundle_dpath),
                                 kwimage.Affine.coerce(warp) if warp is not None else kwimage.Affine.eye()))
         return assets
 

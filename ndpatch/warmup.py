@@ -18,10 +18,8 @@ Example:
 """
 from __future__ import annotations
 
-import multiprocessing
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +29,7 @@ from ndpatch.cache import CACHE_BACKENDS, make_backend
 from ndpatch.cache.base import ImageSource
 from ndpatch.errors import NdpatchError
 from ndpatch.index import DatasetIndex
+from ndpatch.workers import default_workers, process_pool
 
 
 @dataclass
@@ -117,16 +116,13 @@ def warmup(dset: Any, backend: str = "auto", workers: int | None = None,
                 pending.append(source)
         except (NdpatchError, OSError) as err:
             summary.failed[gid] = str(err)
-    workers = (os.cpu_count() or 1) if workers is None else workers
+    workers = default_workers() if workers is None else workers
     with tqdm(total=len(pending), desc=f"warmup {backend}", unit="img", disable=not (progress and pending)) as bar:
         if workers == 0 or len(pending) <= 1:
             results = (_convert(source, cache) for source in pending)
             _collect(results, summary, bar)
         else:
-            context = multiprocessing.get_context("forkserver")
-            with ProcessPoolExecutor(min(workers, len(pending)), mp_context=context,
-                                     initializer=_init_worker,
-                                     initargs=(backend, workdir, options)) as pool:
+            with process_pool(min(workers, len(pending)), _init_worker, (backend, workdir, options)) as pool:
                 futures = [pool.submit(_convert, source) for source in pending]
                 _collect((future.result() for future in as_completed(futures)), summary, bar)
     summary.elapsed = time.perf_counter() - started

@@ -134,7 +134,7 @@ def gdal_source(backend: Backend, entry: CacheEntry) -> gdal.Dataset | None:
     if opener is not None:
         return opener(entry)
     if entry.kind in ("gdal", "cog"):
-        return gdalio.POOL.get(entry.path, entry.describe())
+        return gdalio.POOL.get(entry.path, entry.describe(), entry.identity)
     return None
 
 

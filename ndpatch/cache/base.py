@@ -37,6 +37,7 @@ class ImageSource:
     gid: int
     path: str
     channels: tuple[str, ...] | None = None
+    bundle_dpath: str | None = None  # the dataset's folder: what a source may reference
 
     def describe(self) -> str:
         """``image <gid> (<path>)``, the prefix of every error about this image."""
@@ -59,6 +60,7 @@ class CacheEntry:
     band_names: tuple[str, ...]
     geotransform: tuple[float, ...] | None = None
     crs_wkt: str | None = None
+    identity: tuple | None = None  # gdalio.file_identity(path) when the entry was resolved
     meta: dict = field(default_factory=dict, compare=False)
 
     def describe(self) -> str:

@@ -17,14 +17,15 @@ from ndpatch.cache.base import CacheEntry, ImageSource
 
 
 def entry_from_raster(source: ImageSource, path: str, kind: str, **meta) -> CacheEntry:
-    """Describe the raster at ``path`` (the source or a cache file) as a CacheEntry."""
-    ds = gdalio.POOL.get(path, source.describe())
+    """Describe the raster at ``path`` (the source or a cache file), as it is now, as a CacheEntry."""
+    identity = gdalio.file_identity(path, source.describe())
+    ds = gdalio.POOL.get(path, source.describe(), identity)
     info = gdalio.raster_info(ds)
     return CacheEntry(
         gid=source.gid, source=source.path, path=path, kind=kind,
         height=info.height, width=info.width, bands=info.bands, dtype=info.dtype,
         nodata=info.nodata, band_names=info.band_names, geotransform=info.geotransform,
-        crs_wkt=info.crs_wkt, meta={"raster": info, **meta},
+        crs_wkt=info.crs_wkt, identity=identity, meta={"raster": info, **meta},
     )
 
 
@@ -38,6 +39,6 @@ class DirectBackend:
 
     def read_into(self, entry: CacheEntry, rows: slice, cols: slice,
                   bands: list[int] | None, out: np.ndarray) -> None:
-        ds = gdalio.POOL.get(entry.path, entry.describe())
+        ds = gdalio.POOL.get(entry.path, entry.describe(), entry.identity)
         gdalio.read_into(ds, cols.start, rows.start, cols.stop - cols.start,
                          rows.stop - rows.start, bands, out, entry.describe())

@@ -37,9 +37,11 @@ STRIP_BYTES = 64 << 20
 
 
 class MemmapPool:
-    """Read-only memmaps (as plain ndarrays) by path, per process, at most ``capacity`` open.
+    """Read-only memmaps (as plain ndarrays) by path and file identity, per process, at most ``capacity`` open.
 
-    A forked child starts empty; the oldest opened map is dropped first.
+    A cache file rebuilt at the same path (a corrupt entry replaced) gets a new
+    map, never the old file's. A forked child starts empty; the oldest opened
+    map is dropped first.
 
     Example:
         >>> MemmapPool(capacity=8).capacity
@@ -48,16 +50,18 @@ class MemmapPool:
 
     def __init__(self, capacity: int = 256):
         self.capacity = capacity
-        self._arrays: dict[str, np.ndarray] = {}
+        self._arrays: dict[str, tuple[tuple | None, np.ndarray]] = {}
         os.register_at_fork(after_in_child=self._arrays.clear)
 
-    def get(self, path: str) -> np.ndarray:
-        array = self._arrays.get(path)
-        if array is None:
-            array = np.asarray(np.load(path, mmap_mode="r"))  # a plain view: cheaper slicing
-            if len(self._arrays) >= self.capacity:
-                self._arrays.pop(next(iter(self._arrays)), None)
-            self._arrays[path] = array
+    def get(self, path: str, identity: tuple | None = None) -> np.ndarray:
+        held = self._arrays.get(path)
+        if held is not None and held[0] == identity:
+            return held[1]
+        array = np.asarray(np.load(path, mmap_mode="r"))  # a plain view: cheaper slicing
+        self._arrays.pop(path, None)
+        if len(self._arrays) >= self.capacity:
+            self._arrays.pop(next(iter(self._arrays)), None)
+        self._arrays[path] = (identity, array)
         return array
 
     def forget(self, path: str) -> None:
@@ -132,6 +136,7 @@ def validate_npy(path: Path | None, sidecar: dict) -> None:
 def entry_from_sidecar(source: ImageSource, path: str, sidecar: dict, converted: bool) -> CacheEntry:
     """The CacheEntry an entry's sidecar describes (nodata and band names as in the source)."""
     return CacheEntry(
+        identity=gdalio.file_identity(path, source.describe()),
         gid=source.gid, source=source.path, path=path, kind=sidecar["kind"],
         height=sidecar["height"], width=sidecar["width"], bands=sidecar["bands"],
         dtype=np.dtype(sidecar["dtype"]), nodata=sidecar["nodata"],
@@ -163,5 +168,5 @@ class NpyBackend(KeyedCache):
 
     def read_into(self, entry: CacheEntry, rows: slice, cols: slice,
                   bands: list[int] | None, out: np.ndarray) -> None:
-        window = MEMMAPS.get(entry.path)[rows, cols]
+        window = MEMMAPS.get(entry.path, entry.identity)[rows, cols]
         np.copyto(out, window if bands is None else window[..., bands])

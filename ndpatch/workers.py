@@ -1,0 +1,69 @@
+"""Worker processes for ``warmup`` and ``export``: one start method, one default count, no orphans.
+
+Every ndpatch process pool starts its workers with ``forkserver`` (a fork of a
+clean server process: no GDAL or torch threads inherited, unlike ``fork``; far
+cheaper than ``spawn``), defaults to one worker per usable CPU, and makes each
+worker exit when the process that created the pool dies, even by SIGKILL
+(a watchdog thread in every worker polls the leader's pid and creation time).
+
+Example:
+    >>> with process_pool(1) as pool:
+    ...     pool.submit(abs, -3).result()
+    3
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable
+
+import psutil
+
+#: How all ndpatch worker pools start their processes.
+START_METHOD = "forkserver"
+#: Seconds between a worker's checks that its leader is alive.
+WATCHDOG_SECONDS = 0.5
+
+
+def default_workers() -> int:
+    """Worker processes by default: one per CPU this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def process_pool(workers: int, initializer: Callable | None = None, initargs: tuple = ()) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes that run ``initializer(*initargs)`` first and die with this process."""
+    leader = psutil.Process()
+    return ProcessPoolExecutor(int(workers), mp_context=multiprocessing.get_context(START_METHOD),
+                               initializer=_start_worker,
+                               initargs=(leader.pid, leader.create_time(), initializer, initargs))
+
+
+def _start_worker(leader_pid: int, leader_created: float, initializer: Callable | None, initargs: tuple) -> None:
+    threading.Thread(target=_exit_with_leader, args=(leader_pid, leader_created),
+                     name="ndpatch-watchdog", daemon=True).start()
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def leader_alive(pid: int, created: float) -> bool:
+    """Whether process ``pid``, created at ``created``, still runs (not a zombie, not a reused pid).
+
+    Example:
+        >>> me = psutil.Process()
+        >>> leader_alive(me.pid, me.create_time()), leader_alive(me.pid, me.create_time() + 1)
+        (True, False)
+    """
+    try:
+        process = psutil.Process(pid)
+        return process.create_time() == created and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _exit_with_leader(pid: int, created: float) -> None:
+    event = threading.Event()
+    while leader_alive(pid, created):
+        event.wait(WATCHDOG_SECONDS)
+    os._exit(1)
