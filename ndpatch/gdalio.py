@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+from stat import S_ISREG
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -59,8 +60,9 @@ def file_identity(path: str, what: str | None = None) -> tuple:
 
     Local files: ``(device, inode, size, mtime_ns, ctime_ns)`` (a user can preserve
     size and mtime, e.g. ``cp -p``, but not inode and ctime). GDAL virtual paths
-    (``/vsi...``): ``(size, mtime)`` as ``VSIStatL`` reports them. A missing file
-    raises SourceReadError.
+    (``/vsi...``): ``(size, mtime)`` as ``VSIStatL`` reports them. A missing file,
+    or one that is not a regular file (a FIFO would hang any reader), raises
+    SourceReadError.
 
     Example:
         >>> import tempfile
@@ -78,6 +80,9 @@ def file_identity(path: str, what: str | None = None) -> tuple:
         stat = os.stat(path)
     except OSError as err:
         raise SourceReadError(f"{what or path}: file does not exist or cannot be read: {err}") from err
+    if not S_ISREG(stat.st_mode):
+        raise SourceReadError(f"{what or path}: not a regular file (a pipe, device or directory); "
+                              "ndpatch reads raster files only")
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
