@@ -61,6 +61,10 @@ class CacheConversionError(NdpatchError, OSError):
     """Converting a source into its cache form failed."""
 
 
+class DiskFullError(NdpatchError, OSError):
+    """Not enough free space to write a file; the message gives the bytes needed and available."""
+
+
 class SamplingError(NdpatchError, LookupError):
     """A sampling strategy with nothing to draw (no room for a negative, no preselected pool)."""
 

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ndpatch.cache import CACHE_BACKENDS, make_backend
 from ndpatch.cache.base import ImageSource
+from ndpatch.cache.store import human_bytes
 from ndpatch.errors import NdpatchError
 from ndpatch.index import DatasetIndex
 from ndpatch.workers import default_workers, process_pool
@@ -54,21 +55,6 @@ class WarmupSummary:
                  f"in {self.elapsed:.1f} s"]
         lines += [f"  failed: {reason}" for reason in self.failed.values()]
         return "\n".join(lines)
-
-
-def human_bytes(n: int) -> str:
-    """``1536`` → ``'1.5 kB'`` (powers of 1024).
-
-    Example:
-        >>> human_bytes(0), human_bytes(1536), human_bytes(50 * 2**20)
-        ('0 B', '1.5 kB', '50.0 MB')
-    """
-    if n < 1024:
-        return f"{n} B"
-    for unit in ("kB", "MB", "GB", "TB"):
-        n /= 1024
-        if n < 1024 or unit == "TB":
-            return f"{n:.1f} {unit}"
 
 
 _WORKER_BACKEND = None

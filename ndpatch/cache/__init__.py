@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from ndpatch.cache.base import Backend, CacheEntry, ImageSource, read_window
+from ndpatch.cache.casting import cast_into
 from ndpatch.cache.cog import AutoBackend, CogBackend, validate_cog
 from ndpatch.cache.direct import DirectBackend
 from ndpatch.cache.npy import NpyBackend, validate_npy
 from ndpatch.cache.store import CacheStore, cache_root
+from ndpatch.cache.validity import read_valid_mask, valid_fraction
 from ndpatch.errors import CorruptCacheError, NdpatchError
 
 #: Cache backends by name; each takes ``workdir`` and its own keyword settings.
@@ -44,7 +46,7 @@ def make_backend(backend: Any = None, workdir: str | None = None, **options) -> 
 
 
 def validate_entry(path: Path | None, sidecar: dict) -> None:
-    """Check a cache entry of any kind against its sidecar (what ``ndpatch cache verify`` runs)."""
+    """Check a cache entry of any kind against its sidecar: sizes, headers (what ``ndpatch cache verify`` runs)."""
     validators = {"npy": validate_npy, "cog": validate_cog}
     if sidecar.get("kind") not in validators:
         raise CorruptCacheError(f"unknown cache entry kind {sidecar.get('kind')!r}")
@@ -52,4 +54,5 @@ def validate_entry(path: Path | None, sidecar: dict) -> None:
 
 
 __all__ = ["Backend", "CacheEntry", "ImageSource", "DirectBackend", "NpyBackend", "CogBackend",
-           "AutoBackend", "CacheStore", "cache_root", "make_backend", "read_window", "validate_entry"]
+           "AutoBackend", "CacheStore", "cache_root", "make_backend", "read_window", "validate_entry",
+           "cast_into", "read_valid_mask", "valid_fraction"]

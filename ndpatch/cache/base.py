@@ -3,8 +3,10 @@
 A backend turns an :class:`ImageSource` into a :class:`CacheEntry` once
 (``ensure``: open the source, or convert it into a cache file) and then reads
 in-bounds rectangles of that entry into caller-provided arrays
-(``read_into``). Everything about windows that extend past the image (fill,
-padding, channel selection, dtype) lives here, once, in :func:`read_window`.
+(``read_into``), and the GDAL mask values of such rectangles
+(``read_mask_into``; :mod:`ndpatch.cache.validity` builds valid-pixel masks
+on it). Everything about windows that extend past the image (fill, padding,
+channel selection, dtype conversion) lives here, once, in :func:`read_window`.
 
 Example:
     >>> import numpy as np
@@ -26,8 +28,14 @@ from typing import Protocol
 
 import numpy as np
 
+from ndpatch.cache.casting import cast_into, cast_scalar, reads_exactly, served_dtype
 from ndpatch.errors import TargetError
 from ndpatch.target import clip_window
+
+#: Valid-pixel mask kinds (GDAL's ``GetMaskFlags`` of band 1): every pixel valid; pixels whose
+#: bands all equal the nodata value are invalid; GDAL's mask band, from an alpha band, a
+#: per-dataset mask (internal or ``.msk``) or a mask of band 1 only.
+MASK_KINDS = ("all_valid", "nodata", "alpha", "per_dataset", "per_band")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +70,13 @@ class CacheEntry:
     crs_wkt: str | None = None
     identity: tuple | None = None  # gdalio.file_identity(path) when the entry was resolved
     meta: dict = field(default_factory=dict, compare=False)
+    mask: str | None = None  # one of MASK_KINDS; None: "nodata" when there is one, else "all_valid"
+
+    def __post_init__(self) -> None:
+        if self.mask is None:
+            object.__setattr__(self, "mask", "all_valid" if self.nodata is None else "nodata")
+        elif self.mask not in MASK_KINDS:
+            raise ValueError(f"unknown mask kind {self.mask!r}; expected one of {MASK_KINDS}")
 
     def describe(self) -> str:
         return f"image {self.gid} ({self.source})"
@@ -77,15 +92,46 @@ class Backend(Protocol):
 
     def read_into(self, entry: CacheEntry, rows: slice, cols: slice,
                   bands: list[int] | None, out: np.ndarray) -> None:
-        """Copy the in-bounds rectangle ``rows × cols`` (selected ``bands``) into ``out``."""
+        """Copy the in-bounds rectangle ``rows × cols`` (selected ``bands``) into ``out``.
+
+        ``out`` has the entry's dtype, or one :func:`~ndpatch.cache.casting.reads_exactly` allows.
+        """
+
+    def read_mask_into(self, entry: CacheEntry, rows: slice, cols: slice, out: np.ndarray) -> None:
+        """Copy GDAL's mask band values (uint8, 0 = invalid) of an in-bounds rectangle into ``out``.
+
+        Called for entries whose ``mask`` is ``alpha``, ``per_dataset`` or ``per_band``.
+        """
 
 
 def fill_value(entry: CacheEntry, fill: float | None, dtype: np.dtype) -> float:
-    """The value for pixels outside the image: the caller's, else the source nodata, else 0."""
-    value = fill if fill is not None else entry.nodata if entry.nodata is not None else 0
-    if math.isnan(value) and dtype.kind != "f":
+    """The value for pixels outside the image: the caller's, else the source nodata, else 0.
+
+    The source's nodata is converted to ``dtype`` like its pixels are (int16
+    -7 read as uint8 pads with 0); a caller's fill must be a ``dtype`` value.
+
+    Example:
+        >>> entry = CacheEntry(1, "a.tif", "a.tif", "test", 4, 4, 1, np.dtype("int16"), -7, ("",))
+        >>> fill_value(entry, None, np.dtype("int16")), fill_value(entry, None, np.dtype("uint8"))
+        (-7, 0)
+        >>> fill_value(entry, 300, np.dtype("uint8"))
+        Traceback (most recent call last):
+        ...
+        ndpatch.errors.TargetError: image 1 (a.tif): fill 300 is not a uint8 value
+    """
+    if fill is None:
+        if entry.nodata is None:
+            return 0
+        return entry.nodata if dtype == entry.dtype else cast_scalar(entry.nodata, dtype)
+    if math.isnan(fill) and dtype.kind != "f":
         raise TargetError(f"{entry.describe()}: a NaN fill needs a float dtype, not {dtype}")
-    return value
+    if dtype.kind in "iu":
+        limits = np.iinfo(dtype)
+        if not float(fill).is_integer() or not limits.min <= fill <= limits.max:
+            raise TargetError(f"{entry.describe()}: fill {fill} is not a {dtype} value")
+    elif dtype.kind == "f" and math.isfinite(fill) and abs(fill) > np.finfo(dtype).max:
+        raise TargetError(f"{entry.describe()}: fill {fill} is beyond the range of {dtype}")
+    return fill
 
 
 def read_window(backend: Backend, entry: CacheEntry, rows: slice, cols: slice,
@@ -94,7 +140,8 @@ def read_window(backend: Backend, entry: CacheEntry, rows: slice, cols: slice,
     """Read a window that may extend past the image, padded with the fill value.
 
     A NaN ``fill`` (target ``nodata='float'``) also turns the source's nodata
-    pixels into NaN.
+    pixels into NaN. Another ``dtype`` converts pixels by GDAL's saturating
+    rule (:mod:`ndpatch.cache.casting`), the same on every backend.
 
     Returns an H×W×C array (``out`` when given), writable and C-contiguous,
     in the entry's dtype unless ``dtype`` is given.
@@ -102,7 +149,7 @@ def read_window(backend: Backend, entry: CacheEntry, rows: slice, cols: slice,
     height = rows.stop - rows.start
     width = cols.stop - cols.start
     n_bands = entry.bands if bands is None else len(bands)
-    dtype = entry.dtype if dtype is None else np.dtype(dtype)
+    dtype = entry.dtype if dtype is None or dtype == entry.dtype else served_dtype(dtype)
     shape = (height, width, n_bands)
     if out is None:
         out = np.empty(shape, dtype=dtype)
@@ -122,7 +169,13 @@ def read_window(backend: Backend, entry: CacheEntry, rows: slice, cols: slice,
         out[r0:r1, c1:] = value
     if r1 > r0 and c1 > c0:
         inner = out[r0:r1, c0:c1]
-        backend.read_into(entry, inner_rows, inner_cols, bands, inner)
+        if reads_exactly(entry.dtype, dtype):
+            values = inner
+            backend.read_into(entry, inner_rows, inner_cols, bands, inner)
+        else:
+            values = np.empty(inner.shape, entry.dtype)
+            backend.read_into(entry, inner_rows, inner_cols, bands, values)
+            cast_into(inner, values)
         if fill is not None and math.isnan(fill) and entry.nodata is not None:
-            inner[inner == entry.nodata] = np.nan
+            inner[values == entry.nodata] = np.nan
     return out

@@ -3,8 +3,9 @@
 ``backend='cog'`` converts each source on first touch with GDAL's COG driver:
 tiled (``blocksize``, 256 by default), lossless by default (ZSTD, else
 DEFLATE, with a predictor; JPEG only when asked for), internal overviews,
-and the source's geotransform, CRS, nodata, band descriptions and colour
-interpretation kept. A window read decodes only the tiles it touches.
+and the source's geotransform, CRS, nodata, band descriptions, colour
+interpretation and mask (internal mask or alpha band) kept. A window read
+decodes only the tiles it touches.
 
 A source that is already a tiled GeoTIFF (or COG) with a lossless codec
 (or none) and tiles of at most 1024 pixels is read in place; its sidecar
@@ -31,12 +32,14 @@ from pathlib import Path
 
 import numpy as np
 from osgeo import gdal
+from tqdm import tqdm
 
 from ndpatch import gdalio
 from ndpatch.cache.base import CacheEntry, ImageSource
 from ndpatch.cache.direct import DirectBackend
-from ndpatch.cache.npy import NpyBackend, entry_from_sidecar, raster_fields
-from ndpatch.cache.store import KeyedCache, atomic_publish
+from ndpatch.cache.npy import PROGRESS_DELAY, NpyBackend, check_size, entry_from_sidecar, raster_fields
+from ndpatch.cache.store import KeyedCache, atomic_publish, file_checksum
+from ndpatch.cache.validity import raster_mask_kind, read_entry_mask
 from ndpatch.errors import CacheConversionError, CorruptCacheError, NdpatchError
 
 #: Codecs that never change a pixel: a tiled GeoTIFF using one of these is read in place.
@@ -87,23 +90,36 @@ def cog_options(settings: dict, dtype: np.dtype, bands: int) -> list[str]:
 
 
 def convert_to_cog(source: ImageSource, dest: Path, settings: dict,
-                   info: gdalio.RasterInfo, ds: gdal.Dataset) -> dict:
-    """Translate ``source`` into a COG at ``dest`` atomically; returns the sidecar fields."""
+                   info: gdalio.RasterInfo, ds: gdal.Dataset, progress: bool = True) -> dict:
+    """Translate ``source`` into a COG at ``dest`` atomically; returns the sidecar fields.
+
+    The source's mask band (per-dataset mask, alpha) is kept: GDAL writes the
+    first as the COG's internal mask, the second stays a band.
+    """
     what = source.describe()
     try:
         options = cog_options(settings, info.dtype, info.bands)
     except NdpatchError as err:
         raise CacheConversionError(f"{what}: {err}") from None
+    mask = raster_mask_kind(ds)
+    checksum = None
 
     def write(tmp: str) -> None:
-        out = gdal.Translate(tmp, ds, format="COG", creationOptions=options)
+        nonlocal checksum
+        with tqdm(total=100, unit="%", desc=f"cog {source.path}", delay=PROGRESS_DELAY,
+                  disable=not progress, leave=False) as bar:
+            def report(complete: float, message, data) -> int:
+                bar.update(round(100 * complete) - bar.n)
+                return 1
+            out = gdal.Translate(tmp, ds, format="COG", creationOptions=options, callback=report)
         if out is None:
             raise CacheConversionError(f"{what}: GDAL's COG driver returned nothing")
         out.FlushCache()
         del out
+        checksum = file_checksum(tmp)
 
     def validate(tmp: str) -> None:
-        check_cog(Path(tmp), info.height, info.width, info.bands)
+        check_cog(Path(tmp), info.height, info.width, info.bands, mask)
 
     try:
         nbytes = atomic_publish(dest, write, validate)
@@ -111,31 +127,35 @@ def convert_to_cog(source: ImageSource, dest: Path, settings: dict,
         raise
     except (RuntimeError, OSError) as err:
         raise CacheConversionError(f"{what}: converting to COG {dest} failed: {err}") from err
-    return {**raster_fields(info), "kind": "cog", "file": dest.name, "nbytes": nbytes,
-            "in_place": False, "creation_options": options}
+    return {**raster_fields(info), "kind": "cog", "file": dest.name, "nbytes": nbytes, "checksum": checksum,
+            "in_place": False, "creation_options": options,
+            "mask": {"kind": mask, "file": None, "nbytes": 0, "checksum": None}}
 
 
-def check_cog(path: Path, height: int, width: int, bands: int) -> None:
-    """Raise CorruptCacheError unless ``path`` opens as a tiled GeoTIFF of the given size."""
+def check_cog(path: Path, height: int, width: int, bands: int, mask: str) -> None:
+    """Raise CorruptCacheError unless ``path`` opens as a tiled GeoTIFF of the given size and mask kind."""
     try:
         ds = gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_READONLY, allowed_drivers=["GTiff"])
         found = (ds.RasterYSize, ds.RasterXSize, ds.RasterCount)
+        found_mask = raster_mask_kind(ds)
         ds.GetRasterBand(ds.RasterCount).GetOverview(0)  # reads the last IFD: fails if truncated
         del ds
     except RuntimeError as err:
         raise CorruptCacheError(f"cache file {path} does not open as a GeoTIFF: {err}") from err
     if found != (height, width, bands):
         raise CorruptCacheError(f"cache file {path} is {found}, expected {(height, width, bands)}")
+    if found_mask != mask:
+        raise CorruptCacheError(f"cache file {path} has a {found_mask} mask, expected {mask}")
 
 
 def validate_cog(path: Path | None, sidecar: dict) -> None:
-    """Check a COG entry against its sidecar (size, header); in-place entries need nothing."""
-    if sidecar.get("in_place"):
+    """Check a COG entry against its sidecar (size, header, mask kind); in-place entries need nothing."""
+    if sidecar["in_place"]:
         return
-    size = path.stat().st_size if path is not None and path.exists() else None
-    if size != sidecar["nbytes"]:
-        raise CorruptCacheError(f"cache file {path} is {size} bytes, its sidecar says {sidecar['nbytes']}")
-    check_cog(path, sidecar["height"], sidecar["width"], sidecar["bands"])
+    if path is None:
+        raise CorruptCacheError(f"cog sidecar {sidecar['key']} names no data file")
+    check_size(path, sidecar["nbytes"])
+    check_cog(path, sidecar["height"], sidecar["width"], sidecar["bands"], sidecar["mask"]["kind"])
 
 
 class CogBackend(KeyedCache):
@@ -155,19 +175,19 @@ class CogBackend(KeyedCache):
             process (a DataLoader worker) that converts after its parent used
             them hangs. ``ndpatch warmup`` gets its parallelism from processes.
         content_hash: also key entries on a sha256 of the source bytes.
+        progress: show a progress bar for conversions that take more than a few seconds.
     """
 
     name = "cog"
-    ext = ".tif"
     validate = staticmethod(validate_cog)
 
     def __init__(self, workdir: str | os.PathLike | None = None, blocksize: int = 256,
                  compress: str | None = None, level: int | None = None, quality: int = 90,
                  overviews: bool = True, in_place: bool = True, threads: int | str = 1,
-                 content_hash: bool = False):
+                 content_hash: bool = False, progress: bool = True):
         if int(blocksize) < 128 or int(blocksize) % 16:
             raise NdpatchError(f"COG blocksize must be a multiple of 16 and >= 128, not {blocksize}")
-        super().__init__(workdir, content_hash)
+        super().__init__(workdir, content_hash, progress)
         self.settings = {"blocksize": int(blocksize), "compress": (compress or default_compress()).upper(),
                          "level": level, "quality": int(quality), "overviews": bool(overviews),
                          "in_place": bool(in_place)}
@@ -179,12 +199,14 @@ class CogBackend(KeyedCache):
         ds = gdalio.open_dataset(source.path, source.describe())
         info = gdalio.raster_info(ds)
         if self.settings["in_place"] and readable_in_place(info):
-            return {**raster_fields(info), "kind": "cog", "file": None, "nbytes": 0, "in_place": True,
+            return {**raster_fields(info), "kind": "cog", "file": None, "nbytes": 0, "checksum": None,
+                    "in_place": True, "mask": {"kind": raster_mask_kind(ds), "file": None, "nbytes": 0,
+                                               "checksum": None},
                     "source_layout": {"block_size": list(info.block_size), "compression": info.compression}}
-        return convert_to_cog(source, dest, {**self.settings, "threads": self.threads}, info, ds)
+        return convert_to_cog(source, dest, {**self.settings, "threads": self.threads}, info, ds, self.progress)
 
-    def ensure(self, source: ImageSource) -> CacheEntry:
-        dest, sidecar, converted = self.publish(source, lambda dest: self.build(source, dest))
+    def ensure(self, source: ImageSource, identity: dict | None = None) -> CacheEntry:
+        dest, sidecar, converted = self.publish(source, lambda dest: self.build(source, dest), identity)
         path = source.path if sidecar["in_place"] else str(dest)
         if converted:
             gdalio.POOL.forget(path)
@@ -194,27 +216,32 @@ class CogBackend(KeyedCache):
                   bands: list[int] | None, out: np.ndarray) -> None:
         self._direct.read_into(entry, rows, cols, bands, out)
 
+    def read_mask_into(self, entry: CacheEntry, rows: slice, cols: slice, out: np.ndarray) -> None:
+        read_entry_mask(entry, rows, cols, out)
+
 
 class AutoBackend:
     """Pick per image: in place (tiled lossless GeoTIFF), npy (≤ ``npy_max_mb`` decoded) or COG.
 
-    Entries are shared with explicit ``'npy'``/``'cog'`` backends of the same settings.
+    Entries are shared with explicit ``'npy'``/``'cog'`` backends of the same settings. Once an
+    image has an entry, it is found from the source's identity alone (no GDAL open of the source).
     """
 
     name = "auto"
 
     def __init__(self, workdir: str | os.PathLike | None = None, npy_max_mb: float = 1024,
-                 content_hash: bool = False, **cog_options):
-        self.npy = NpyBackend(workdir, content_hash=content_hash)
-        self.cog = CogBackend(workdir, content_hash=content_hash, **cog_options)
+                 content_hash: bool = False, progress: bool = True, **cog_options):
+        self.npy = NpyBackend(workdir, content_hash=content_hash, progress=progress)
+        self.cog = CogBackend(workdir, content_hash=content_hash, progress=progress, **cog_options)
         self.store = self.npy.store
         self.npy_max_mb = npy_max_mb
 
-    def choose(self, source: ImageSource) -> NpyBackend | CogBackend:
+    def choose(self, source: ImageSource, identity: dict | None = None) -> NpyBackend | CogBackend:
         """The backend this image goes to, by the rule in the module docstring."""
-        if self.npy.cached(source):
+        identity = identity or self.npy.identity(source)
+        if self.npy.cached(source, identity):
             return self.npy
-        if self.cog.cached(source):
+        if self.cog.cached(source, identity):
             return self.cog
         info = gdalio.raster_info(gdalio.POOL.get(source.path, source.describe()))
         if self.cog.settings["in_place"] and readable_in_place(info):
@@ -223,11 +250,16 @@ class AutoBackend:
         return self.npy if decoded_mb <= self.npy_max_mb else self.cog
 
     def cached(self, source: ImageSource) -> bool:
-        return self.npy.cached(source) or self.cog.cached(source)
+        identity = self.npy.identity(source)
+        return self.npy.cached(source, identity) or self.cog.cached(source, identity)
 
     def ensure(self, source: ImageSource) -> CacheEntry:
-        return self.choose(source).ensure(source)
+        identity = self.npy.identity(source)
+        return self.choose(source, identity).ensure(source, identity)
 
     def read_into(self, entry: CacheEntry, rows: slice, cols: slice,
                   bands: list[int] | None, out: np.ndarray) -> None:
         (self.npy if entry.kind == "npy" else self.cog).read_into(entry, rows, cols, bands, out)
+
+    def read_mask_into(self, entry: CacheEntry, rows: slice, cols: slice, out: np.ndarray) -> None:
+        (self.npy if entry.kind == "npy" else self.cog).read_mask_into(entry, rows, cols, out)

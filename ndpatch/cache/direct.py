@@ -14,6 +14,7 @@ import numpy as np
 
 from ndpatch import gdalio
 from ndpatch.cache.base import CacheEntry, ImageSource
+from ndpatch.cache.validity import raster_mask_kind, read_entry_mask
 
 
 def entry_from_raster(source: ImageSource, path: str, kind: str, **meta) -> CacheEntry:
@@ -25,7 +26,7 @@ def entry_from_raster(source: ImageSource, path: str, kind: str, **meta) -> Cach
         gid=source.gid, source=source.path, path=path, kind=kind,
         height=info.height, width=info.width, bands=info.bands, dtype=info.dtype,
         nodata=info.nodata, band_names=info.band_names, geotransform=info.geotransform,
-        crs_wkt=info.crs_wkt, identity=identity, meta={"raster": info, **meta},
+        crs_wkt=info.crs_wkt, identity=identity, mask=raster_mask_kind(ds), meta={"raster": info, **meta},
     )
 
 
@@ -42,3 +43,6 @@ class DirectBackend:
         ds = gdalio.POOL.get(entry.path, entry.describe(), entry.identity)
         gdalio.read_into(ds, cols.start, rows.start, cols.stop - cols.start,
                          rows.stop - rows.start, bands, out, entry.describe())
+
+    def read_mask_into(self, entry: CacheEntry, rows: slice, cols: slice, out: np.ndarray) -> None:
+        read_entry_mask(entry, rows, cols, out)

@@ -1,10 +1,13 @@
 """The ``.npy`` memmap backend: the first touch decodes the image into an uncompressed array file.
 
-The cache file is a plain ``.npy`` (H×W×C, the source dtype), written in
-row strips through GDAL and published atomically; a window read is a memmap
-slice copied into the caller's array, so it costs little more than the copy.
-Memmaps are opened once per process (never inherited across a fork) and
-dropped when the backend is pickled.
+The cache file is a plain ``.npy`` (H×W×C, the source dtype), decoded in
+row strips through GDAL and written with ordinary writes (a full disk is an
+error, never a SIGBUS), hashed while written, and published atomically;
+sources with a mask band (alpha, per-dataset mask) also get ``<key>.mask.npy``
+(H×W uint8, GDAL's mask values). A window read is a memmap slice copied into
+the caller's array, so it costs little more than the copy. Memmaps are
+opened once per process (never inherited across a fork) and dropped when the
+backend is pickled.
 
 Example:
     >>> import tempfile, numpy as np
@@ -22,18 +25,27 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from ndpatch import gdalio
 from ndpatch.cache.base import CacheEntry, ImageSource
-from ndpatch.cache.store import KeyedCache, atomic_publish
+from ndpatch.cache.store import KeyedCache, atomic_publish, require_space
+from ndpatch.cache.validity import MASK_BAND_KINDS, raster_mask_kind, read_raster_mask
 from ndpatch.errors import CacheConversionError, CorruptCacheError
 
 #: Bytes decoded per strip while converting (bounds the conversion's memory).
-STRIP_BYTES = 64 << 20
+STRIP_BYTES = 16 << 20
+#: Seconds a conversion runs before it shows a progress bar.
+PROGRESS_DELAY = 3.0
+#: Room kept for the sidecar when checking free space before a conversion.
+SIDECAR_ROOM = 64 << 10
 
 
 class MemmapPool:
@@ -72,27 +84,93 @@ class MemmapPool:
 MEMMAPS = MemmapPool()
 
 
-def convert_to_npy(source: ImageSource, dest: Path) -> dict:
-    """Decode ``source`` into ``dest`` (an H×W×C ``.npy``) atomically; returns the sidecar fields."""
+def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    """The bytes of a ``.npy`` header (format 1.0, C order) for an array of ``shape`` and ``dtype``.
+
+    Example:
+        >>> len(npy_header((3, 4, 2), np.dtype("uint16")))
+        128
+    """
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                  "fortran_order": False, "shape": tuple(shape)})
+    return buffer.getvalue()
+
+
+def npy_nbytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    """The size of a ``.npy`` file of ``shape`` and ``dtype``."""
+    return len(npy_header(shape, dtype)) + int(np.prod(shape)) * np.dtype(dtype).itemsize
+
+
+def publish_npy(dest: Path, shape: tuple[int, ...], dtype: np.dtype,
+                read_rows: Callable[[int, np.ndarray], None], desc: str, progress: bool) -> tuple[int, str]:
+    """Write a ``.npy`` at ``dest`` atomically, strip by strip; returns ``(nbytes, sha256)``.
+
+    ``read_rows(row, strip)`` fills ``strip`` with rows ``row, row + 1, ...``.
+    The checksum is of the bytes as written.
+    """
+    header = npy_header(shape, dtype)
+    row_bytes = int(np.prod(shape[1:])) * np.dtype(dtype).itemsize
+    step = max(1, STRIP_BYTES // max(1, row_bytes))
+    digest = hashlib.sha256()
+
+    def write(tmp: str) -> None:
+        buffer = np.empty((min(step, shape[0]),) + tuple(shape[1:]), dtype)
+        with open(tmp, "wb") as file, tqdm(total=shape[0], unit="row", desc=desc, delay=PROGRESS_DELAY,
+                                           disable=not progress, leave=False) as bar:
+            file.write(header)
+            digest.update(header)
+            for row in range(0, shape[0], step):
+                strip = buffer[:min(step, shape[0] - row)]
+                read_rows(row, strip)
+                file.write(strip.data)
+                digest.update(strip.data)
+                bar.update(len(strip))
+
+    nbytes = atomic_publish(dest, write, lambda tmp: check_npy(Path(tmp), shape, dtype))
+    return nbytes, digest.hexdigest()
+
+
+def mask_path(dest: Path) -> Path:
+    """The mask file beside an npy entry's data file (``<key>.mask.npy``)."""
+    return dest.with_name(dest.name.removesuffix(".npy") + ".mask.npy")
+
+
+def convert_to_npy(source: ImageSource, dest: Path, progress: bool = True) -> dict:
+    """Decode ``source`` into ``dest`` (an H×W×C ``.npy``, and its mask) atomically; returns the sidecar fields.
+
+    Free space is checked first: a conversion that cannot fit raises
+    CacheConversionError giving the bytes needed and available, before
+    anything is written.
+    """
     what = source.describe()
     ds = gdalio.open_dataset(source.path, what)
     info = gdalio.raster_info(ds)
     shape = (info.height, info.width, info.bands)
+    kind = raster_mask_kind(ds)
+    has_mask_file = kind in MASK_BAND_KINDS
+    needed = npy_nbytes(shape, info.dtype) + (npy_nbytes(shape[:2], np.uint8) if has_mask_file else 0)
 
-    def write(tmp: str) -> None:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=info.dtype, shape=shape)
-        step = max(1, STRIP_BYTES // max(1, info.width * info.bands * info.dtype.itemsize))
-        for row in range(0, info.height, step):
-            n_rows = min(step, info.height - row)
-            gdalio.read_into(ds, 0, row, info.width, n_rows, None, array[row:row + n_rows], what)
-        array.flush()
-        del array
+    def read_pixels(row: int, strip: np.ndarray) -> None:
+        gdalio.read_into(ds, 0, row, info.width, len(strip), None, strip, what)
 
+    def read_mask(row: int, strip: np.ndarray) -> None:
+        read_raster_mask(ds, slice(row, row + len(strip)), slice(0, info.width), strip, what)
+
+    mask = {"kind": kind, "file": None, "nbytes": 0, "checksum": None}
     try:
-        nbytes = atomic_publish(dest, write, lambda tmp: check_npy(Path(tmp), shape, info.dtype))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        require_space(dest.parent, needed + SIDECAR_ROOM, f"the npy cache entry of {what}")
+        if has_mask_file:
+            nbytes, checksum = publish_npy(mask_path(dest), shape[:2], np.dtype(np.uint8), read_mask,
+                                           f"npy mask {source.path}", progress)
+            mask = {"kind": kind, "file": mask_path(dest).name, "nbytes": nbytes, "checksum": checksum}
+        nbytes, checksum = publish_npy(dest, shape, info.dtype, read_pixels, f"npy {source.path}", progress)
     except OSError as err:  # unreadable source, full disk, invalid result
+        mask_path(dest).unlink(missing_ok=True)
         raise CacheConversionError(f"{what}: converting to npy {dest} failed: {err}") from err
-    return {**raster_fields(info), "kind": "npy", "file": dest.name, "nbytes": nbytes, "in_place": False}
+    return {**raster_fields(info), "kind": "npy", "file": dest.name, "nbytes": nbytes, "checksum": checksum,
+            "in_place": False, "mask": mask}
 
 
 def raster_fields(info: gdalio.RasterInfo) -> dict:
@@ -113,8 +191,9 @@ def check_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
                       else np.lib.format.read_array_header_2_0)
             found_shape, fortran, found_dtype = header(file)
             offset = file.tell()
-    except (OSError, ValueError) as err:
-        raise CorruptCacheError(f"cache file {path} is missing or has a bad header: {err}") from err
+    except Exception as err:  # any damage to the header bytes (numpy raises ValueError, TokenError, ...)
+        raise CorruptCacheError(f"cache file {path} is missing or has a bad header: "
+                                f"{type(err).__name__}: {err}") from err
     if tuple(found_shape) != tuple(shape) or found_dtype != np.dtype(dtype) or fortran:
         raise CorruptCacheError(f"cache file {path} holds {found_shape} {found_dtype}, "
                                 f"expected {tuple(shape)} {np.dtype(dtype)}")
@@ -123,18 +202,35 @@ def check_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
         raise CorruptCacheError(f"cache file {path} is {size} bytes, expected {expected} (truncated?)")
 
 
+def check_size(path: Path, nbytes: int) -> None:
+    """Raise CorruptCacheError unless the file at ``path`` has ``nbytes`` bytes (what its sidecar says)."""
+    size = path.stat().st_size if path.exists() else None
+    if size != nbytes:
+        raise CorruptCacheError(f"cache file {path} is {size} bytes, its sidecar says {nbytes}")
+
+
 def validate_npy(path: Path | None, sidecar: dict) -> None:
-    """Check an npy entry against its sidecar (size and header)."""
+    """Check an npy entry against its sidecar: sizes and headers of its data and mask files."""
     if path is None:
         raise CorruptCacheError(f"npy sidecar {sidecar.get('key')} names no data file")
-    size = path.stat().st_size if path.exists() else None
-    if size != sidecar["nbytes"]:
-        raise CorruptCacheError(f"cache file {path} is {size} bytes, its sidecar says {sidecar['nbytes']}")
+    check_size(path, sidecar["nbytes"])
     check_npy(path, (sidecar["height"], sidecar["width"], sidecar["bands"]), np.dtype(sidecar["dtype"]))
+    mask = sidecar["mask"]
+    if (mask["file"] is not None) != (mask["kind"] in MASK_BAND_KINDS):
+        raise CorruptCacheError(f"npy sidecar {sidecar['key']}: a {mask['kind']} mask "
+                                f"{'needs' if mask['file'] is None else 'has no'} mask file")
+    if mask["file"] is not None:
+        check_size(mask_path(path), mask["nbytes"])
+        check_npy(mask_path(path), (sidecar["height"], sidecar["width"]), np.dtype(np.uint8))
 
 
 def entry_from_sidecar(source: ImageSource, path: str, sidecar: dict, converted: bool) -> CacheEntry:
-    """The CacheEntry an entry's sidecar describes (nodata and band names as in the source)."""
+    """The CacheEntry an entry's sidecar describes (nodata, band names and mask as in the source)."""
+    meta = {"sidecar": sidecar, "converted": converted,
+            "bytes_written": sidecar["nbytes"] + sidecar["mask"]["nbytes"] if converted else 0}
+    if sidecar["mask"]["file"] is not None:
+        mask_file = str(mask_path(Path(path)))
+        meta.update(mask_path=mask_file, mask_identity=gdalio.file_identity(mask_file, source.describe()))
     return CacheEntry(
         identity=gdalio.file_identity(path, source.describe()),
         gid=source.gid, source=source.path, path=path, kind=sidecar["kind"],
@@ -142,9 +238,7 @@ def entry_from_sidecar(source: ImageSource, path: str, sidecar: dict, converted:
         dtype=np.dtype(sidecar["dtype"]), nodata=sidecar["nodata"],
         band_names=tuple(sidecar["band_names"]),
         geotransform=None if sidecar["geotransform"] is None else tuple(sidecar["geotransform"]),
-        crs_wkt=sidecar["crs_wkt"],
-        meta={"sidecar": sidecar, "converted": converted,
-              "bytes_written": sidecar.get("nbytes", 0) if converted else 0})
+        crs_wkt=sidecar["crs_wkt"], mask=sidecar["mask"]["kind"], meta=meta)
 
 
 class NpyBackend(KeyedCache):
@@ -153,20 +247,25 @@ class NpyBackend(KeyedCache):
     Args:
         workdir: the cache root (default ``$NDPATCH_CACHE``, else the per-user cache dir).
         content_hash: also key entries on a sha256 of the source bytes.
+        progress: show a progress bar for conversions that take more than a few seconds.
     """
 
     name = "npy"
-    ext = ".npy"
     settings: dict = {}
     validate = staticmethod(validate_npy)
 
-    def ensure(self, source: ImageSource) -> CacheEntry:
-        dest, sidecar, converted = self.publish(source, lambda dest: convert_to_npy(source, dest))
+    def ensure(self, source: ImageSource, identity: dict | None = None) -> CacheEntry:
+        dest, sidecar, converted = self.publish(
+            source, lambda dest: convert_to_npy(source, dest, self.progress), identity)
         if converted:
             MEMMAPS.forget(str(dest))
+            MEMMAPS.forget(str(mask_path(dest)))
         return entry_from_sidecar(source, str(dest), sidecar, converted)
 
     def read_into(self, entry: CacheEntry, rows: slice, cols: slice,
                   bands: list[int] | None, out: np.ndarray) -> None:
         window = MEMMAPS.get(entry.path, entry.identity)[rows, cols]
         np.copyto(out, window if bands is None else window[..., bands])
+
+    def read_mask_into(self, entry: CacheEntry, rows: slice, cols: slice, out: np.ndarray) -> None:
+        np.copyto(out, MEMMAPS.get(entry.meta["mask_path"], entry.meta["mask_identity"])[rows, cols])

@@ -1,33 +1,41 @@
-"""The cache directory: keys, sidecars, locks, atomic publishing, verify, info and clear.
+"""The cache directory: keys, sidecars, checksums, locks, atomic publishing, verify, info and clear.
 
-Layout under the cache root::
+Layout under the cache root (the naming rule: nothing else is ever written,
+read as an entry, or deleted there)::
 
-    entries/<key>.<ext>    a converted image (``.npy``, ``.tif``)
-    entries/<key>.json     its sidecar: source identity, shape, dtype, settings, versions
-    locks/<key>.lock       the cross-process lock of that key (filelock)
+    entries/<key>.npy | <key>.tif   a converted image
+    entries/<key>.mask.npy          its valid-pixel mask, when the source has a mask band (npy)
+    entries/<key>.json              its sidecar: source identity, shape, dtype, mask, settings,
+                                    checksums of the data files and of the sidecar itself
+    entries/<key>[.mask].tmp-*      a file being written (never served; removed by the next writer)
+    locks/<key>.lock                the cross-process lock of that key (filelock)
 
-A key is a hash of the source identity (resolved path or URI, size,
-mtime_ns, optionally a content hash) and the backend settings, so an edited
-source or a same-named file elsewhere never maps to an existing entry. Names
-under the root derive from the key only. The sidecar is published last: an
-entry exists once its sidecar does. :func:`atomic_publish` is the one way
-ndpatch writes a file.
+``<key>`` is 32 hex digits: a hash of the source identity (resolved path or
+URI, size, mtime_ns, inode, ctime_ns, a fingerprint of a few fixed blocks of
+its bytes, optionally a sha256 of all of them) and the backend settings, so an
+edited or replaced source, or a same-named file elsewhere, never maps to an
+existing entry. Entry paths derive from the key only: a sidecar that names any
+other file is refused. The sidecar is published last: an entry exists once its
+sidecar does. :func:`atomic_publish` is the one way ndpatch writes a file.
 
 Example:
     >>> import tempfile, os
     >>> store = CacheStore(tempfile.mkdtemp())
-    >>> dest = store.data_path("abc", ".txt")
+    >>> dest = store.path("0" * 32, "npy")
     >>> atomic_publish(dest, lambda tmp: Path(tmp).write_text("hi"))
     2
     >>> open(dest).read(), os.listdir(os.path.dirname(dest))
-    ('hi', ['abc.txt'])
+    ('hi', ['00000000000000000000000000000000.npy'])
 """
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import json
+import logging
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -37,13 +45,32 @@ from pathlib import Path
 
 import filelock
 
-from ndpatch.errors import CorruptCacheError, SourceReadError
+from ndpatch import gdalio
+from ndpatch.errors import CacheConversionError, CorruptCacheError, DiskFullError, NdpatchError, SourceReadError
 
 #: Bumped when the layout of cache files or sidecars changes (part of every key).
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 TEMP_MARK = ".tmp-"
 #: Permissions of published files (mkstemp's 0600 would hide a shared cache from other users).
 PUBLISHED_MODE = 0o644
+#: The file name suffix of each part of an entry.
+SUFFIXES = {"sidecar": ".json", "npy": ".npy", "cog": ".tif", "mask": ".mask.npy"}
+ENTRY_NAME = re.compile(r"(?P<key>[0-9a-f]{32})(?:\.json|\.npy|\.tif|\.mask\.npy)")
+#: A temp file of :func:`atomic_publish` (mkstemp's random part), plus any side file GDAL adds to it.
+TEMP_NAME = re.compile(r"(?P<key>[0-9a-f]{32})(?:\.mask)?\.tmp-[a-z0-9_]+(?:\.json|\.npy|\.tif)(?:\.[\w.]+)?")
+#: Bytes hashed at the start and at the end of a source for its fingerprint.
+FINGERPRINT_EDGE = 64 << 10
+#: Bytes hashed at each of FINGERPRINT_BLOCKS fixed offsets inside a source.
+FINGERPRINT_BLOCK = 4 << 10
+FINGERPRINT_BLOCKS = 8
+#: Files beside a source that change what GDAL reads from it (a mask, PAM metadata such as nodata).
+COMPANIONS = (".msk", ".aux.xml")
+#: A write that fails with less free space than this left is reported as a full disk
+#: (GDAL's write errors carry no errno).
+DISK_FULL_MARGIN = 8 << 20
+
+logger = logging.getLogger("ndpatch")
+_conversion_logged = False
 
 
 def cache_root(workdir: str | os.PathLike | None = None) -> Path:
@@ -56,31 +83,122 @@ def cache_root(workdir: str | os.PathLike | None = None) -> Path:
     return Path(ubelt.ensure_app_cache_dir("ndpatch"))
 
 
+def human_bytes(n: int) -> str:
+    """``1536`` → ``'1.5 kB'`` (powers of 1024).
+
+    Example:
+        >>> human_bytes(0), human_bytes(1536), human_bytes(50 * 2**20)
+        ('0 B', '1.5 kB', '50.0 MB')
+    """
+    if n < 1024:
+        return f"{n} B"
+    for unit in ("kB", "MB", "GB", "TB"):
+        n /= 1024
+        if n < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}"
+
+
+# -- source identity ---------------------------------------------------------------------------
+def fingerprint_spans(size: int) -> list[tuple[int, int]]:
+    """The ``(offset, length)`` spans of a ``size``-byte file that its fingerprint hashes.
+
+    The first and last FINGERPRINT_EDGE bytes (headers, TIFF directories) and
+    FINGERPRINT_BLOCKS blocks at fixed fractions of the file: at most 160 kB.
+
+    Example:
+        >>> fingerprint_spans(100)
+        [(0, 100)]
+        >>> len(fingerprint_spans(10**9)), sum(n for _, n in fingerprint_spans(10**9))
+        (10, 163840)
+    """
+    if size <= 2 * FINGERPRINT_EDGE + FINGERPRINT_BLOCKS * FINGERPRINT_BLOCK:
+        return [(0, size)]
+    inner = [(size * k // (FINGERPRINT_BLOCKS + 1), FINGERPRINT_BLOCK) for k in range(1, FINGERPRINT_BLOCKS + 1)]
+    return [(0, FINGERPRINT_EDGE), *inner, (size - FINGERPRINT_EDGE, FINGERPRINT_EDGE)]
+
+
+def content_fingerprint(path: str, size: int, what: str | None = None) -> str:
+    """A hash of the size and a few fixed blocks of a file (:func:`fingerprint_spans`).
+
+    Catches a replaced source that kept its size and mtime (``cp -p``,
+    ``rsync -t``) without reading the whole file. Local files are read with
+    plain reads, ``/vsi`` paths through GDAL's virtual file API.
+
+    Example:
+        >>> import tempfile
+        >>> fpath = tempfile.mktemp()
+        >>> _ = open(fpath, "wb").write(b"abc")
+        >>> content_fingerprint(fpath, 3) == content_fingerprint(fpath, 3)
+        True
+    """
+    digest = hashlib.sha256(str(size).encode())
+    try:
+        for offset, data in _read_spans(path, fingerprint_spans(size)):
+            digest.update(offset.to_bytes(8, "little"))
+            digest.update(data)
+    except (OSError, RuntimeError) as err:
+        raise SourceReadError(f"{what or path}: cannot read it: {err}") from err
+    return digest.hexdigest()[:32]
+
+
+def _read_spans(path: str, spans: list[tuple[int, int]]) -> Iterator[tuple[int, bytes]]:
+    if path.startswith("/vsi"):
+        from osgeo import gdal
+        handle = gdal.VSIFOpenL(path, "rb")
+        if handle is None:
+            raise OSError(f"GDAL cannot open {path}")
+        try:
+            for offset, length in spans:
+                gdal.VSIFSeekL(handle, offset, 0)
+                yield offset, gdal.VSIFReadL(1, length, handle)
+        finally:
+            gdal.VSIFCloseL(handle)
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for offset, length in spans:
+            yield offset, os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+
+
 def source_identity(path: str, content_hash: bool = False, what: str | None = None) -> dict:
-    """What identifies a source's bytes: resolved path or URI, size, mtime_ns (and a sha256).
+    """What identifies a source's bytes: where it is, its stat, a fingerprint (and a sha256).
+
+    Local files: resolved path, size, mtime_ns, inode and ctime_ns (a copy
+    with ``cp -p`` keeps size and mtime, never inode and ctime), the
+    :func:`content_fingerprint`, and the stat of companion files that change
+    what GDAL reads (``.msk``, ``.aux.xml``). GDAL virtual paths: path, size,
+    mtime and fingerprint. ``content_hash`` adds a sha256 of every byte.
 
     Example:
         >>> import tempfile
         >>> fpath = tempfile.mktemp()
         >>> _ = open(fpath, "wb").write(b"abc")
         >>> ident = source_identity(fpath, content_hash=True)
-        >>> ident["size"], ident["sha256"][:8]
-        (3, 'ba7816bf')
+        >>> ident["size"], ident["sha256"][:8], sorted(ident)
+        (3, 'ba7816bf', ['ctime_ns', 'fingerprint', 'inode', 'mtime_ns', 'path', 'sha256', 'size'])
     """
     what = what or path
     if path.startswith("/vsi"):
-        from osgeo import gdal
-        stat = gdal.VSIStatL(path)
-        if stat is None:
-            raise SourceReadError(f"{what}: GDAL cannot stat it")
-        ident = {"path": path, "size": int(stat.size), "mtime_ns": int(stat.mtime) * 10**9}
+        size, mtime = gdalio.file_identity(path, what)
+        ident = {"path": path, "size": size, "mtime_ns": mtime * 10**9}
     else:
         resolved = os.path.realpath(path)
-        try:
-            stat = os.stat(resolved)
-        except OSError as err:
-            raise SourceReadError(f"{what}: file does not exist or cannot be read: {err}") from err
-        ident = {"path": resolved, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        _, inode, size, mtime_ns, ctime_ns = gdalio.file_identity(resolved, what)
+        ident = {"path": resolved, "size": size, "mtime_ns": mtime_ns, "inode": inode, "ctime_ns": ctime_ns}
+        companions = {}
+        for suffix in COMPANIONS:
+            try:
+                stat = os.stat(resolved + suffix)
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                raise SourceReadError(f"{what}: cannot stat {resolved + suffix}: {err}") from err
+            companions[suffix] = [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns]
+        if companions:
+            ident["companions"] = companions
+    ident["fingerprint"] = content_fingerprint(path, ident["size"], what)
     if content_hash:
         from osgeo import gdal
         digest = hashlib.sha256()
@@ -107,6 +225,7 @@ def entry_key(identity: dict, kind: str, settings: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+# -- writing files -----------------------------------------------------------------------------
 def fsync_path(path: str | os.PathLike) -> None:
     """Flush a file (or directory) to disk."""
     fd = os.open(path, os.O_RDONLY)
@@ -116,35 +235,94 @@ def fsync_path(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def free_bytes(folder: str | os.PathLike) -> int:
+    """Bytes an unprivileged writer may still write into ``folder``'s filesystem."""
+    stat = os.statvfs(folder)
+    return stat.f_bavail * stat.f_frsize
+
+
+def require_space(folder: str | os.PathLike, needed: int, what: str) -> None:
+    """Raise DiskFullError unless ``needed`` bytes fit into ``folder`` (checked before writing).
+
+    Example:
+        >>> import tempfile
+        >>> require_space(tempfile.gettempdir(), 1, "a small file")
+        >>> require_space(tempfile.gettempdir(), 10**15, "a huge file")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ndpatch.errors.DiskFullError: not enough free space for a huge file: needs 909.5 TB (1000000000000000 bytes), ... available in ...
+    """
+    available = free_bytes(folder)
+    if needed > available:
+        raise DiskFullError(f"not enough free space for {what}: needs {human_bytes(needed)} ({needed} bytes), "
+                            f"{human_bytes(available)} ({available} bytes) available in {folder}")
+
+
+def _is_disk_full(err: BaseException, folder: Path) -> bool:
+    """Whether a failed write ran out of space (GDAL's write errors carry no errno: ask the disk)."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(err, NdpatchError) or not isinstance(err, (OSError, RuntimeError)):
+        return False
+    try:
+        return free_bytes(folder) < DISK_FULL_MARGIN
+    except OSError:
+        return False
+
+
+def file_checksum(path: str | os.PathLike) -> str:
+    """The sha256 (hex) of a file's bytes: what sidecars record for each data file."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
 def atomic_publish(dest: str | os.PathLike, write: Callable[[str], object],
                    validate: Callable[[str], object] | None = None, sync_dir: bool = True) -> int:
     """Write ``dest`` through a temp file beside it: write, fsync, validate, rename.
 
     ``write(tmp_path)`` fills the temp file; ``validate(tmp_path)`` may raise.
-    On any failure the temp file is removed and nothing appears at ``dest``.
+    On any failure the temp file (and any side file GDAL made beside it) is
+    removed and nothing appears at ``dest``; a failure for lack of space
+    raises :class:`~ndpatch.errors.DiskFullError` giving the free space.
     ``sync_dir=False`` leaves the fsync of the folder (which makes the rename
     durable) to a caller publishing many files into it. Returns the number of
     bytes published.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f"{dest.stem}{TEMP_MARK}", suffix=dest.suffix)
-    os.close(fd)
-    os.chmod(tmp, PUBLISHED_MODE)
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f"{dest.stem}{TEMP_MARK}", suffix=dest.suffix)
+    except OSError as err:
+        if _is_disk_full(err, dest.parent):
+            raise _disk_full(dest, err) from err
+        raise
+    os.close(fd)
+    try:
+        os.chmod(tmp, PUBLISHED_MODE)
         write(tmp)
         fsync_path(tmp)
         if validate is not None:
             validate(tmp)
         size = os.path.getsize(tmp)
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as err:
+        full = _is_disk_full(err, dest.parent)  # asked before the temp file frees its space
         for leftover in glob.glob(glob.escape(tmp) + "*"):  # also GDAL's side files (.ovr.tmp ...)
             os.unlink(leftover)
+        if full:
+            raise _disk_full(dest, err) from err
         raise
     if sync_dir:
         fsync_path(dest.parent)
     return size
+
+
+def _disk_full(dest: Path, err: BaseException) -> DiskFullError:
+    try:
+        available = f"{human_bytes(free_bytes(dest.parent))} available"
+    except OSError:
+        available = "free space unknown"
+    return DiskFullError(f"no space left on device writing {dest} ({available} in {dest.parent}): {err}")
 
 
 def write_json(dest: str | os.PathLike, data: dict) -> int:
@@ -155,9 +333,56 @@ def write_json(dest: str | os.PathLike, data: dict) -> int:
     return atomic_publish(dest, write)
 
 
+# -- sidecars ----------------------------------------------------------------------------------
+def sidecar_checksum(data: dict) -> str:
+    """The sha256 of a sidecar's canonical json, without its own ``sidecar_checksum`` field."""
+    body = {name: value for name, value in data.items() if name != "sidecar_checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+#: Sidecar fields and their json types (None allowed where listed).
+SIDECAR_FIELDS = {
+    "format": (int,), "key": (str,), "kind": (str,), "in_place": (bool,), "nbytes": (int,),
+    "file": (str, type(None)), "checksum": (str, type(None)), "height": (int,), "width": (int,),
+    "bands": (int,), "dtype": (str,), "nodata": (int, float, type(None)), "band_names": (list,),
+    "geotransform": (list, type(None)), "crs_wkt": (str, type(None)), "mask": (dict,),
+    "source": (dict,), "settings": (dict,), "sidecar_checksum": (str,),
+}
+MASK_FIELDS = {"kind": (str,), "file": (str, type(None)), "nbytes": (int,), "checksum": (str, type(None))}
+
+
+def check_sidecar(key: str, data: object) -> dict:
+    """Raise CorruptCacheError unless ``data`` is a sound sidecar of entry ``key``.
+
+    Checked: its own checksum (an edited sidecar, e.g. its ``nodata``, is
+    refused), field types, and the file names it gives: exactly the names
+    the key gives (``<key>.npy`` ...), nothing else.
+    """
+    if not isinstance(data, dict):
+        raise CorruptCacheError(f"cache sidecar of {key} is not a json object")
+    if data.get("format") != CACHE_FORMAT:
+        raise CorruptCacheError(f"cache sidecar of {key} has cache format {data.get('format', 'before 3')}, "
+                                f"this ndpatch reads {CACHE_FORMAT}")
+    if data.get("sidecar_checksum") != sidecar_checksum(data):
+        raise CorruptCacheError(f"cache sidecar of {key} fails its checksum (edited or damaged)")
+    for fields, value, where in ((SIDECAR_FIELDS, data, "sidecar"), (MASK_FIELDS, data.get("mask"), "mask")):
+        for name, types in fields.items():
+            if not isinstance(value, dict) or not isinstance(value.get(name), types):
+                raise CorruptCacheError(f"cache sidecar of {key}: {where} field {name!r} is missing or malformed")
+    if data["key"] != key:
+        raise CorruptCacheError(f"cache sidecar of {key} describes entry {data['key']}")
+    expected = {"file": None if data["in_place"] else f"{key}{SUFFIXES.get(data['kind'], '?')}",
+                "mask": None if data["mask"]["file"] is None else f"{key}{SUFFIXES['mask']}"}
+    for name, found in (("file", data["file"]), ("mask", data["mask"]["file"])):
+        if found != expected[name]:
+            raise CorruptCacheError(f"cache sidecar of {key} names {name} {found!r}, not {expected[name]!r}: "
+                                    "refused (entry files are named by their key only)")
+    return data
+
+
 @dataclass(frozen=True)
 class VerifyResult:
-    """One entry's verdict: ``ok``, ``stale`` (source edited or gone) or ``corrupt``."""
+    """One entry's verdict: ``ok``, ``stale`` (source edited or gone, older format) or ``corrupt``."""
 
     key: str
     status: str
@@ -173,11 +398,25 @@ class CacheStore:
         self.entries_dir = self.root / "entries"
         self.locks_dir = self.root / "locks"
 
-    def data_path(self, key: str, ext: str) -> Path:
-        return self.entries_dir / f"{key}{ext}"
+    def path(self, key: str, part: str) -> Path:
+        """The file of ``part`` (``'sidecar'``, ``'npy'``, ``'cog'``, ``'mask'``) of entry ``key``."""
+        return self.entries_dir / f"{key}{SUFFIXES[part]}"
 
     def sidecar_path(self, key: str) -> Path:
-        return self.entries_dir / f"{key}.json"
+        return self.path(key, "sidecar")
+
+    def data_file(self, key: str, sidecar: dict) -> Path | None:
+        """The data file of a checked sidecar's entry, None when it reads its source in place."""
+        return None if sidecar["in_place"] else self.path(key, sidecar["kind"])
+
+    def entry_files(self, key: str, sidecar: dict) -> list[tuple[Path, int, str | None]]:
+        """``(path, nbytes, checksum)`` of every data file of a checked sidecar's entry."""
+        files = []
+        if not sidecar["in_place"]:
+            files.append((self.path(key, sidecar["kind"]), sidecar["nbytes"], sidecar["checksum"]))
+        if sidecar["mask"]["file"] is not None:
+            files.append((self.path(key, "mask"), sidecar["mask"]["nbytes"], sidecar["mask"]["checksum"]))
+        return files
 
     def lock(self, key: str) -> filelock.BaseFileLock:
         """The cross-process lock of ``key`` (fcntl: released by the kernel if the holder dies)."""
@@ -185,7 +424,7 @@ class CacheStore:
         return filelock.FileLock(self.locks_dir / f"{key}.lock", thread_local=False)
 
     def read_sidecar(self, key: str) -> dict | None:
-        """The sidecar of ``key``; None when absent; CorruptCacheError when unreadable."""
+        """The checked sidecar of ``key`` (:func:`check_sidecar`); None when absent; else CorruptCacheError."""
         path = self.sidecar_path(key)
         try:
             with open(path) as file:
@@ -194,13 +433,26 @@ class CacheStore:
             return None
         except (OSError, ValueError) as err:
             raise CorruptCacheError(f"cache sidecar {path} is unreadable: {err}") from err
-        if not isinstance(data, dict) or data.get("key") != key:
-            raise CorruptCacheError(f"cache sidecar {path} does not describe entry {key}")
-        return data
+        return check_sidecar(key, data)
+
+    def open_entry(self, key: str, validate: Callable[[Path | None, dict], None]) -> dict | None:
+        """The sidecar of a sound entry (the cheap checks of every open); None when there is none.
+
+        Raises CorruptCacheError for a bad sidecar, an entry ``verify`` found
+        corrupt, or data files that fail ``validate(data_path, sidecar)``
+        (sizes and headers).
+        """
+        sidecar = self.read_sidecar(key)
+        if sidecar is None:
+            return None
+        if sidecar.get("corrupt"):
+            raise CorruptCacheError(f"`ndpatch cache verify` found it corrupt: {sidecar['corrupt']}")
+        validate(self.data_file(key, sidecar), sidecar)
+        return sidecar
 
     def ensure(self, key: str, record: dict, validate: Callable[[Path | None, dict], None],
                build: Callable[[], dict], what: str) -> tuple[dict, bool]:
-        """The valid sidecar of ``key``, building the entry under its lock if needed.
+        """The sound sidecar of ``key``, building the entry under its lock if needed.
 
         ``record`` (source identity, settings) goes into the sidecar as is.
         ``validate(data_path, sidecar)`` raises CorruptCacheError for a bad
@@ -210,53 +462,69 @@ class CacheStore:
         converted)``; of N processes racing on one key exactly one converts.
         """
         try:
-            sidecar = self.read_sidecar(key)
+            sidecar = self.open_entry(key, validate)
             if sidecar is not None:
-                validate(self.data_file(sidecar), sidecar)
                 return sidecar, False
         except CorruptCacheError:
             pass  # checked again, and reported, under the lock
         with self.lock(key):
             try:
-                sidecar = self.read_sidecar(key)
+                sidecar = self.open_entry(key, validate)
                 if sidecar is not None:
-                    validate(self.data_file(sidecar), sidecar)
                     return sidecar, False
             except CorruptCacheError as err:
                 warnings.warn(f"{what}: rebuilding cache entry {key}: {err}", RuntimeWarning, stacklevel=3)
             self.remove(key)
             self.remove_temps(key)
             started = time.perf_counter()
-            sidecar = {**build(), **record, "key": key, "versions": versions(), "created": time.time(),
-                       "convert_seconds": time.perf_counter() - started}
-            write_json(self.sidecar_path(key), sidecar)
+            try:
+                sidecar = {**build(), **record, "key": key, "format": CACHE_FORMAT, "versions": versions(),
+                           "created": time.time(), "convert_seconds": time.perf_counter() - started}
+                sidecar["sidecar_checksum"] = sidecar_checksum(sidecar)
+                write_json(self.sidecar_path(key), sidecar)
+            except BaseException as err:
+                self.remove(key)  # data files already published are nobody's without a sidecar
+                if isinstance(err, DiskFullError):
+                    raise CacheConversionError(f"{what}: writing cache entry {key} failed: {err}") from err
+                raise
             return sidecar, True
 
-    def data_file(self, sidecar: dict) -> Path | None:
-        """The data file of an entry, None when it reads its source in place."""
-        return None if sidecar.get("file") is None else self.entries_dir / sidecar["file"]
+    def mark_corrupt(self, key: str, sidecar: dict, reason: str) -> None:
+        """Record in an entry's sidecar that its data is corrupt: the next open rebuilds it (call under its lock)."""
+        marked = {**sidecar, "corrupt": reason}
+        marked["sidecar_checksum"] = sidecar_checksum(marked)
+        write_json(self.sidecar_path(key), marked)
+
+    def _names(self) -> list[str]:
+        try:
+            return sorted(os.listdir(self.entries_dir))
+        except FileNotFoundError:
+            return []
+
+    def temp_files(self, key: str | None = None) -> list[Path]:
+        """Temp files of interrupted writers (of ``key``, or of every key)."""
+        found = [TEMP_NAME.fullmatch(name) for name in self._names()]
+        return [self.entries_dir / m.group(0) for m in found if m and key in (None, m.group("key"))]
 
     def remove_temps(self, key: str) -> int:
         """Delete temp files a killed writer of ``key`` left behind (call under its lock)."""
-        leftovers = glob.glob(str(self.entries_dir / f"{glob.escape(key)}*{TEMP_MARK}*"))
+        leftovers = self.temp_files(key)
         for path in leftovers:
-            os.unlink(path)
+            path.unlink(missing_ok=True)
         return len(leftovers)
 
     def remove(self, key: str) -> None:
         """Delete an entry's sidecar first (so it stops existing), then its data files."""
-        self.sidecar_path(key).unlink(missing_ok=True)
-        for path in self.entries_dir.glob(f"{key}.*"):
-            path.unlink(missing_ok=True)
+        for part in ("sidecar", "npy", "cog", "mask"):
+            self.path(key, part).unlink(missing_ok=True)
 
     def keys(self) -> list[str]:
-        """Keys of every entry with a sidecar, and of every temp file's owner."""
-        if not self.entries_dir.is_dir():
-            return []
-        return sorted({p.name.split(".")[0].split(TEMP_MARK)[0] for p in self.entries_dir.iterdir()})
+        """Keys of every entry file and temp file (names the naming rule makes; others are not ours)."""
+        found = [ENTRY_NAME.fullmatch(name) or TEMP_NAME.fullmatch(name) for name in self._names()]
+        return sorted({m.group("key") for m in found if m})
 
     def sidecars(self) -> Iterator[tuple[str, dict | None]]:
-        """``(key, sidecar)`` for each key; sidecar None when missing or unreadable."""
+        """``(key, sidecar)`` for each key; sidecar None when missing or unsound."""
         for key in self.keys():
             try:
                 yield key, self.read_sidecar(key)
@@ -278,41 +546,65 @@ class CacheStore:
             if sidecar is None:
                 orphans += 1
                 continue
-            size = sum(p.stat().st_size for p in self.entries_dir.glob(f"{key}.*"))
+            size = sum(p.stat().st_size for p in map(lambda part: self.path(key, part), SUFFIXES) if p.exists())
             stats = by_kind.setdefault(sidecar["kind"], {"entries": 0, "bytes": 0, "in_place": 0})
             stats["entries"] += 1
             stats["bytes"] += size
-            stats["in_place"] += bool(sidecar.get("in_place"))
+            stats["in_place"] += sidecar["in_place"]
             total += size
-        temps = len(list(self.entries_dir.glob(f"*{TEMP_MARK}*"))) if self.entries_dir.is_dir() else 0
         return {"root": str(self.root), "entries": sum(s["entries"] for s in by_kind.values()),
-                "bytes": total, "by_kind": by_kind, "orphans": orphans, "temp_files": temps}
+                "bytes": total, "by_kind": by_kind, "orphans": orphans, "temp_files": len(self.temp_files())}
 
-    def verify(self, validate: Callable[[Path, dict], None], delete: bool = False) -> list[VerifyResult]:
-        """Re-validate every entry with ``validate(data_path, sidecar)``; optionally delete bad ones."""
+    def verify(self, validate: Callable[[Path | None, dict], None], delete: bool = False,
+               quick: bool = False) -> list[VerifyResult]:
+        """Re-check every entry: sidecar, sizes and headers, data checksums, source identity.
+
+        ``quick=True`` skips the data checksums (which read every byte). An
+        entry whose data fails its checksum is marked corrupt in its sidecar,
+        so it is never served again (the next open rebuilds it, with a
+        warning); ``delete=True`` removes corrupt and stale entries instead.
+        """
         results = []
         for key in self.keys():
             with self.lock(key):
-                try:
-                    sidecar = self.read_sidecar(key)
-                    if sidecar is None:
-                        raise CorruptCacheError("no sidecar (an interrupted or orphaned write)")
-                    source = sidecar["source"]["path"]
-                    validate(self.data_file(sidecar), sidecar)
-                    result = VerifyResult(key, "ok", "", source)
-                    try:
-                        current = source_identity(source, "sha256" in sidecar["source"])
-                        if current != sidecar["source"]:
-                            result = VerifyResult(key, "stale", "the source changed since caching", source)
-                    except SourceReadError:
-                        result = VerifyResult(key, "stale", "the source no longer exists", source)
-                except (CorruptCacheError, KeyError, TypeError) as err:
-                    result = VerifyResult(key, "corrupt", str(err), "?")
+                result, sidecar = self._verify_one(key, validate, quick)
                 if delete and result.status != "ok":
                     self.remove(key)
                     self.remove_temps(key)
+                elif result.status == "corrupt" and sidecar is not None and not sidecar.get("corrupt"):
+                    self.mark_corrupt(key, sidecar, result.reason)
                 results.append(result)
         return results
+
+    def _verify_one(self, key: str, validate, quick: bool) -> tuple[VerifyResult, dict | None]:
+        """The verdict on one entry, and its sidecar when that is sound but its data is not."""
+        try:
+            with open(self.sidecar_path(key)) as file:
+                raw = json.load(file)
+            source = str(raw["source"]["path"]) if isinstance(raw, dict) and isinstance(raw.get("source"), dict) else "?"
+        except FileNotFoundError:
+            return VerifyResult(key, "corrupt", "no sidecar (an interrupted or orphaned write)", "?"), None
+        except (OSError, ValueError) as err:
+            return VerifyResult(key, "corrupt", f"unreadable sidecar: {err}", "?"), None
+        if isinstance(raw, dict) and raw.get("format") != CACHE_FORMAT:
+            return VerifyResult(key, "stale", f"written by an older ndpatch (cache format "
+                                              f"{raw.get('format', 'before 3')}, now {CACHE_FORMAT})", source), None
+        try:
+            sidecar = self.open_entry(key, validate)
+        except CorruptCacheError as err:
+            return VerifyResult(key, "corrupt", str(err), source), None
+        if not quick:
+            for path, _, checksum in self.entry_files(key, sidecar):
+                if file_checksum(path) != checksum:
+                    return VerifyResult(key, "corrupt", f"{path.name} fails its checksum "
+                                                        "(its bytes changed since it was written)", source), sidecar
+        try:
+            current = source_identity(source, "sha256" in sidecar["source"])
+        except SourceReadError:
+            return VerifyResult(key, "stale", "the source no longer exists", source), None
+        if current != sidecar["source"]:
+            return VerifyResult(key, "stale", "the source changed since caching", source), None
+        return VerifyResult(key, "ok", "", source), None
 
     def clear(self) -> int:
         """Remove every entry and temp file (each under its key's lock); returns entries removed."""
@@ -325,48 +617,64 @@ class CacheStore:
         return removed
 
 
+def log_first_conversion(kind: str, root: Path, what: str) -> None:
+    """Log one line (``logging.getLogger("ndpatch")``, INFO) at the first conversion of this process."""
+    global _conversion_logged
+    if not _conversion_logged:
+        _conversion_logged = True
+        logger.info("ndpatch converts each image into the %s cache at %s on first touch "
+                    "(later reads and runs reuse it); first: %s", kind, root, what)
+
+
 class KeyedCache:
     """What every cache backend shares: a store, settings, and one key per source version.
 
-    A subclass sets ``name``, ``ext`` (of its data files), ``settings`` and
-    ``validate(data_path, sidecar)``, and converts through :meth:`publish`.
+    A subclass sets ``name`` (also its data files' part in :data:`SUFFIXES`),
+    ``settings`` and ``validate(data_path, sidecar)``, and converts through
+    :meth:`publish`. ``progress`` shows a progress bar (stderr) for
+    conversions that take more than a few seconds.
     """
 
     name: str
-    ext: str
     settings: dict
     validate: Callable[[Path | None, dict], None]
 
-    def __init__(self, workdir: str | os.PathLike | None = None, content_hash: bool = False):
+    def __init__(self, workdir: str | os.PathLike | None = None, content_hash: bool = False,
+                 progress: bool = True):
         self.store = CacheStore(cache_root(workdir))
         self.content_hash = content_hash
+        self.progress = progress
 
-    def record(self, source) -> dict:
+    def identity(self, source) -> dict:
+        """The source's identity (:func:`source_identity`): a stat and a fingerprint read, no GDAL open."""
+        return source_identity(source.path, self.content_hash, source.describe())
+
+    def record(self, source, identity: dict | None = None) -> dict:
         """What identifies a source's entry: source identity and settings (hashed into its key)."""
-        return {"source": source_identity(source.path, self.content_hash, source.describe()),
-                "settings": self.settings}
+        return {"source": identity or self.identity(source), "settings": self.settings}
 
     def key(self, record: dict) -> str:
         return entry_key(record["source"], self.name, record["settings"])
 
-    def cached(self, source) -> bool:
-        """Whether ``source`` has a valid entry already (no conversion needed)."""
+    def cached(self, source, identity: dict | None = None) -> bool:
+        """Whether ``source`` has a sound entry already (no conversion needed)."""
         try:
-            sidecar = self.store.read_sidecar(self.key(self.record(source)))
-            if sidecar is None:
-                return False
-            self.validate(self.store.data_file(sidecar), sidecar)
-            return True
+            return self.store.open_entry(self.key(self.record(source, identity)), self.validate) is not None
         except CorruptCacheError:
             return False
 
-    def publish(self, source, build: Callable[[Path], dict]) -> tuple[Path, dict, bool]:
+    def publish(self, source, build: Callable[[Path], dict],
+                identity: dict | None = None) -> tuple[Path, dict, bool]:
         """``(data_path, sidecar, converted)`` of ``source``; ``build(data_path)`` converts it."""
-        record = self.record(source)
+        record = self.record(source, identity)
         key = self.key(record)
-        dest = self.store.data_path(key, self.ext)
-        sidecar, converted = self.store.ensure(key, record, self.validate,
-                                               lambda: build(dest), source.describe())
+        dest = self.store.path(key, self.name)
+
+        def convert() -> dict:
+            log_first_conversion(self.name, self.store.root, source.describe())
+            return build(dest)
+
+        sidecar, converted = self.store.ensure(key, record, self.validate, convert, source.describe())
         return dest, sidecar, converted
 
 
