@@ -3,7 +3,11 @@
 Images already cached are skipped without starting workers; the others are
 converted by a pool of processes (each conversion is locked and atomic, so
 concurrent warmups and samplers are safe). Failures are collected with their
-reasons rather than stopping the run.
+reasons rather than stopping the run: an image that does not fit on the disk
+says how many bytes it needs and how many are free, and a worker process that
+dies (killed, out of memory) fails the images it had, naming them. The
+workers exit when the warmup process dies, even by SIGKILL
+(:mod:`ndpatch.workers`).
 
 Example:
     >>> import tempfile
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +67,7 @@ _WORKER_BACKEND = None
 
 def _init_worker(backend: str, workdir: str | None, options: dict) -> None:
     global _WORKER_BACKEND
-    _WORKER_BACKEND = make_backend(backend, workdir=workdir, **options)
+    _WORKER_BACKEND = make_backend(backend, workdir=workdir, progress=False, **options)  # the leader's bar counts
 
 
 def _convert(source: ImageSource, backend=None) -> tuple[int, bool, int, str | None]:
@@ -83,14 +88,14 @@ def warmup(dset: Any, backend: str = "auto", workers: int | None = None,
         backend: ``'npy'``, ``'cog'`` or ``'auto'``.
         workers: worker processes (default: one per CPU; 0 converts in this process).
         workdir: the cache root (default ``$NDPATCH_CACHE``, else the per-user cache dir).
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar (and, converting in this process, one per long conversion).
         options: backend settings (e.g. ``blocksize``), as for ``CocoSampler``.
     """
     started = time.perf_counter()
     index = DatasetIndex(dset)
     if backend not in CACHE_BACKENDS:
         raise NdpatchError(f"warmup needs a cache backend ({', '.join(CACHE_BACKENDS)}), not {backend!r}")
-    cache = make_backend(backend, workdir=workdir, **options)
+    cache = make_backend(backend, workdir=workdir, progress=progress, **options)
     summary = WarmupSummary(backend=backend, root=str(cache.store.root), total=len(index.dset.imgs))
     pending = []
     for gid in sorted(index.dset.imgs):
@@ -109,10 +114,19 @@ def warmup(dset: Any, backend: str = "auto", workers: int | None = None,
             _collect(results, summary, bar)
         else:
             with process_pool(min(workers, len(pending)), _init_worker, (backend, workdir, options)) as pool:
-                futures = [pool.submit(_convert, source) for source in pending]
-                _collect((future.result() for future in as_completed(futures)), summary, bar)
+                futures = {pool.submit(_convert, source): source for source in pending}
+                _collect((_result(future, futures[future]) for future in as_completed(futures)), summary, bar)
     summary.elapsed = time.perf_counter() - started
     return summary
+
+
+def _result(future, source: ImageSource) -> tuple[int, bool, int, str | None]:
+    """A worker's result; a dead worker process fails its images with that reason."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        return source.gid, False, 0, (f"{source.describe()}: not converted: a warmup worker process died "
+                                      "(killed by a signal, or out of memory)")
 
 
 def _collect(results, summary: WarmupSummary, bar: tqdm) -> None:

@@ -1,8 +1,13 @@
 """`ndpatch warmup` and `ndpatch cache info|verify|clear`, and the docs/cache.md example."""
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from ndpatch.cli import main
@@ -64,3 +69,68 @@ def test_cache_dir_defaults_to_env_var(dset, tmp_path, monkeypatch):
     monkeypatch.setenv("NDPATCH_CACHE", str(tmp_path / "env-cache"))
     entry = CocoSampler(dset, backend="npy").entry(1)
     assert Path(entry.path).parent == tmp_path / "env-cache" / "entries"
+
+
+#: Makes every npy conversion of a process started with this on PYTHONPATH wait first (workers included).
+SLOW_CONVERSIONS = '''
+import os
+if os.environ.get("NDPATCH_TEST_CONVERT_DELAY"):
+    import time
+    import ndpatch.cache.npy as npy
+    convert = npy.convert_to_npy
+    def slow(*args, **kwargs):
+        time.sleep(float(os.environ["NDPATCH_TEST_CONVERT_DELAY"]))
+        return convert(*args, **kwargs)
+    npy.convert_to_npy = slow
+'''
+
+
+def start_slow_warmup(dset, tmp_path, delay: float) -> tuple[subprocess.Popen, list[psutil.Process]]:
+    """``python -m ndpatch warmup`` with 2 workers whose conversions take ``delay`` s; returns it and its workers."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(SLOW_CONVERSIONS)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "NDPATCH_TEST_CONVERT_DELAY": str(delay)}
+    leader = subprocess.Popen([sys.executable, "-m", "ndpatch", "warmup", dset.fpath, "--backend", "npy",
+                               "--workers", "2", "--workdir", str(tmp_path / "cache")],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        workers = [p for p in psutil.Process(leader.pid).children(recursive=True)
+                   if p.parent() is not None and p.parent().pid != leader.pid]  # the forkserver's children
+        if len(workers) == 2:
+            return leader, workers
+        time.sleep(0.05)
+    leader.kill()
+    raise AssertionError("the warmup never started its 2 workers")
+
+
+def gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.timeout(120)
+def test_sigkill_of_the_leader_leaves_no_worker_running(dset, tmp_path):
+    leader, workers = start_slow_warmup(dset, tmp_path, delay=60)
+    descendants = psutil.Process(leader.pid).children(recursive=True)  # workers, forkserver, tracker
+    time.sleep(0.5)  # the workers are inside a conversion now
+    leader.send_signal(signal.SIGKILL)
+    leader.wait()
+    deadline = time.monotonic() + 5
+    while not all(gone(p) for p in descendants) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [p.pid for p in descendants if not gone(p)] == []
+    assert len(workers) == 2
+
+
+@pytest.mark.timeout(120)
+def test_a_dead_worker_fails_its_images_with_a_reason_not_a_traceback(dset, tmp_path):
+    leader, workers = start_slow_warmup(dset, tmp_path, delay=3)
+    workers[0].send_signal(signal.SIGKILL)
+    out, err = leader.communicate(timeout=100)
+    assert leader.returncode == 1, err
+    assert "BrokenProcessPool" not in out + err and "Traceback" not in err
+    assert "a warmup worker process died (killed by a signal, or out of memory)" in out
+    assert re.search(r"3 images: \d converted, 0 already cached, [1-3] failed", out)
