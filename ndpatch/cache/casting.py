@@ -15,7 +15,8 @@ from the source, an npy memmap or a COG:
 
 GDAL 3.6 itself departs from its rule in a few corners, and ndpatch applies
 the rule there too: it has no int8 type (a read into an int8 buffer wraps
-uint8 values: 255 → -1), its float → uint64 conversion wraps large values,
+uint8 values: 255 → -1), its float → 64-bit integer conversion wraps values
+beyond the range,
 NaN read from float32 into int16/int32/int64 may give the type's minimum,
 and some of its float32 paths add 0.5 in single precision (so 0.49999997
 rounds to 1 there, to 0 here).

@@ -307,22 +307,26 @@ def atomic_publish(dest: str | os.PathLike, write: Callable[[str], object],
         os.replace(tmp, dest)
     except BaseException as err:
         full = _is_disk_full(err, dest.parent)  # asked before the temp file frees its space
+        written = 0
         for leftover in glob.glob(glob.escape(tmp) + "*"):  # also GDAL's side files (.ovr.tmp ...)
+            written += os.path.getsize(leftover)
             os.unlink(leftover)
         if full:
-            raise _disk_full(dest, err) from err
+            raise _disk_full(dest, err, written) from err
         raise
     if sync_dir:
         fsync_path(dest.parent)
     return size
 
 
-def _disk_full(dest: Path, err: BaseException) -> DiskFullError:
+def _disk_full(dest: Path, err: BaseException, written: int = 0) -> DiskFullError:
     try:
-        available = f"{human_bytes(free_bytes(dest.parent))} available"
+        available = free_bytes(dest.parent)
+        space = f"{human_bytes(available)} ({available} bytes) available in {dest.parent}"
     except OSError:
-        available = "free space unknown"
-    return DiskFullError(f"no space left on device writing {dest} ({available} in {dest.parent}): {err}")
+        space = f"free space in {dest.parent} unknown"
+    return DiskFullError(f"no space left on device writing {dest}: it needs more than {human_bytes(written)} "
+                         f"({written} bytes written when the disk filled), {space} ({err})")
 
 
 def write_json(dest: str | os.PathLike, data: dict) -> int:
