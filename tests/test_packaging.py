@@ -146,3 +146,7 @@ def test_import_without_gdal_bindings_says_how_to_install_them(tmp_path):
     assert last.startswith("ImportError: ndpatch needs GDAL's Python bindings")
     assert 'pip install --no-build-isolation "GDAL==$(gdal-config --version)"' in last
     assert "apt-get install libgdal-dev gdal-bin" in last and "osgeo._gdal" in last
+
+
+def test_changelog_has_this_version():
+    assert f"## [{ndpatch.__version__}]" in (ROOT / "CHANGELOG.md").read_text()
