@@ -32,7 +32,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from ndpatch.errors import NdpatchError
 
@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 
 #: What Ctrl-C prints, unless a subcommand says more (export: how to continue).
 INTERRUPTED = "interrupted"
-#: Exit statuses.
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 128 + signal.SIGINT
+#: Exit statuses (argparse itself exits with 2 on a usage error).
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 128 + signal.SIGINT
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -49,11 +49,7 @@ class HelpFormatter(argparse.HelpFormatter):
 
     Choices are shown by argparse itself, as ``{a,b,c}``. Options whose default
     is ``None`` say in their help what that means (``(default: all bands)``).
-    Positional arguments are named in capitals (``DATASET``), as descriptions name them.
     """
-
-    def _get_default_metavar_for_positional(self, action: argparse.Action) -> str:
-        return action.dest.upper()
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -136,15 +132,15 @@ def workers_help(more: str = "") -> str:
 
 # --------------------------------------------------------------------------- subcommands
 
-def backend_choices() -> list[str]:
-    from ndpatch.cache import CACHE_BACKENDS
-    return ["direct", *CACHE_BACKENDS]
-
-
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default="direct", choices=backend_choices(),
+    from ndpatch.cache import CACHE_BACKENDS
+    parser.add_argument("--backend", default="direct", choices=["direct", *CACHE_BACKENDS],
                         help="pixel backend: direct reads the sources through GDAL, the others "
                              "read a cache made on first touch (docs/cache.md)")
+    add_workdir(parser)
+
+
+def add_workdir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", metavar="DIR", default=None,
                         help="cache folder (default: $NDPATCH_CACHE, else the per-user cache dir)")
 
@@ -342,8 +338,7 @@ def add_warmup(subparsers) -> None:
     parser.add_argument("--backend", default="auto", choices=list(CACHE_BACKENDS), help="cache backend")
     parser.add_argument("--workers", type=Number(int, ge=0), default=None,
                         help=workers_help("; 0 converts in this process"))
-    parser.add_argument("--workdir", metavar="DIR", default=None,
-                        help="cache folder (default: $NDPATCH_CACHE, else the per-user cache dir)")
+    add_workdir(parser)
     parser.add_argument("--blocksize", type=cog_blocksize, default=None,
                         help="COG tile size, a multiple of 16 >= 128 (cog, auto; default: 256)")
     parser.add_argument("--compress", type=str.upper, default=None, choices=cog_codecs(),
@@ -375,8 +370,7 @@ def add_cache(subparsers) -> None:
 
     def cache_command(name: str, help: str, description: str) -> argparse.ArgumentParser:
         sub = command(actions, name, help=help, description=description)
-        sub.add_argument("--workdir", metavar="DIR", default=None,
-                         help="cache folder (default: $NDPATCH_CACHE, else the per-user cache dir)")
+        add_workdir(sub)
         return sub
 
     def store(args):
@@ -475,7 +469,17 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(subparsers)
+    for leaf in leaf_parsers(parser):
+        for action in leaf._actions:
+            if not action.option_strings and action.metavar is None:
+                action.metavar = action.dest.upper()  # DATASET, as help, descriptions and errors name it
     return parser
+
+
+def leaf_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """The parsers of every runnable subcommand under ``parser``."""
+    for child in subcommands(parser).values():
+        yield from leaf_parsers(child) if subcommands(child) else [child]
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
