@@ -19,7 +19,7 @@ setup: $(READY)
 # The order matters: wheel before building GDAL (bdist_wheel), numpy before GDAL
 # (else gdal_array is silently left out), torch==2.13.0 before anything that
 # depends on torch (else pip fetches a CUDA build).
-$(READY): requirements.txt setup.py Makefile | /usr/bin/gdal-config /usr/bin/gdal_translate
+$(READY): requirements.txt pyproject.toml setup.py Makefile | /usr/bin/gdal-config /usr/bin/gdal_translate
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -U pip setuptools wheel
 	$(PIP) install "$$(grep '^numpy==' requirements.txt)"
@@ -27,7 +27,7 @@ $(READY): requirements.txt setup.py Makefile | /usr/bin/gdal-config /usr/bin/gda
 	$(PY) -c "import osgeo.gdal_array" 2>/dev/null || \
 	    $(PIP) install --no-build-isolation "GDAL==$$(gdal-config --version)"
 	$(PIP) install -r requirements.txt
-	$(PIP) install --no-deps --no-build-isolation -e .
+	$(PIP) install --no-deps --no-build-isolation -e .   # metadata: pyproject.toml
 	$(PY) -c "import osgeo.gdal_array, torch, kwcoco, kwimage, ndpatch"
 	touch $@
 

@@ -6,7 +6,24 @@ Example:
     >>> sampler.load_sample({"gid": 1, "space_slice": (slice(0, 64), slice(0, 32))})["im"].shape
     (64, 32, 3)
 """
-from ndpatch import gdalio  # noqa: F401  (applies GDAL settings first)
+import logging
+
+#: What ``import ndpatch`` says when GDAL's Python bindings are missing or were built without numpy.
+GDAL_MISSING = (
+    "ndpatch needs GDAL's Python bindings (osgeo.gdal and osgeo.gdal_array), built against the "
+    "system GDAL after numpy. GDAL is a system prerequisite, not installed by pip install ndpatch: "
+    "on Debian/Ubuntu run `apt-get install libgdal-dev gdal-bin`, then, in this environment, "
+    "`pip install numpy` and "
+    '`pip install --no-build-isolation "GDAL==$(gdal-config --version)"` (README, "pip install").')
+
+try:
+    from osgeo import gdal_array  # noqa: F401
+except ImportError as err:
+    raise ImportError(f"{GDAL_MISSING} ({err})") from err
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # silent unless the application configures logging
+
+from ndpatch import gdalio  # noqa: E402,F401  (applies GDAL settings first)
 from ndpatch.errors import (CacheConversionError, ChannelError, CorruptCacheError, DatasetError,
                             NdpatchError, SourceReadError, TargetError, UnknownAnnotationError,
                             UnknownImageError, UnknownVideoError)

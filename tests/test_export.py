@@ -237,5 +237,5 @@ def test_overwrite_replaces_only_the_previous_export(dataset, tmp_path):
 def test_cli_export_and_error_exit(dataset, tmp_path, capsys):
     assert main(["export", dataset.fpath, str(tmp_path / "cli"), "--window", "32", "--format", "kwcoco"]) == 0
     assert "chips (kwcoco)" in capsys.readouterr().out
-    assert main(["export", dataset.fpath, str(tmp_path / "cli"), "--window", "32"]) == 2
+    assert main(["export", dataset.fpath, str(tmp_path / "cli"), "--window", "32"]) == 1
     assert "ndpatch: error:" in capsys.readouterr().err

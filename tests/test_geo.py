@@ -199,7 +199,7 @@ def test_import_vectors_cli_fixed_class_and_errors(scene, tmp_path, capsys):
     assert "annotations=1" in capsys.readouterr().out
     data = json.loads(out.read_text())
     assert [c["name"] for c in data["categories"]] == ["field"]
-    assert main(["import-vectors", path, vectors, "--category-field", "nope", "--out", str(out)]) == 2
+    assert main(["import-vectors", path, vectors, "--category-field", "nope", "--out", str(out)]) == 1
     assert "no field 'nope'" in capsys.readouterr().err
 
 

@@ -106,7 +106,7 @@ def test_bad_fractions_and_existing_output(dset, tmp_path):
     split_dataset(dset, tmp_path)
     with pytest.raises(OutputExistsError, match="split files exist"):
         split_dataset(dset, tmp_path)
-    assert main(["split", dset.fpath, str(tmp_path), "--train", "0.5"]) == 2
+    assert main(["split", dset.fpath, str(tmp_path), "--train", "0.5"]) == 1
 
 
 def test_cli_split_reports_class_counts(dset, tmp_path, capsys):
