@@ -162,9 +162,13 @@ def _stall_before_publish(dset_path: str, workdir: str, backend: str, options: d
                           marker: str) -> None:
     """Child process: convert image 1 but stop just before the rename (to be killed there)."""
     from ndpatch.cache import store
+    fsync_path = store.fsync_path
 
     def stall(path):
-        Path(marker).write_text(str(path))
+        if store.TEMP_MARK not in Path(path).name:
+            return fsync_path(path)
+        Path(f"{marker}.part").write_text(str(path))
+        os.replace(f"{marker}.part", marker)  # the parent never reads a half-written marker
         time.sleep(600)
 
     store.fsync_path = stall

@@ -5,6 +5,8 @@ clean server process: no GDAL or torch threads inherited, unlike ``fork``; far
 cheaper than ``spawn``), defaults to one worker per usable CPU, and makes each
 worker exit when the process that created the pool dies, even by SIGKILL
 (a watchdog thread in every worker polls the leader's pid and creation time).
+Workers ignore SIGINT: Ctrl-C in a terminal reaches the whole process group,
+and it is the leader that stops the pool and reports the interruption.
 
 Example:
     >>> with process_pool(1) as pool:
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable
 
 import psutil
+from tqdm import tqdm
 
 #: How all ndpatch worker pools start their processes.
 START_METHOD = "forkserver"
@@ -41,6 +45,8 @@ def process_pool(workers: int, initializer: Callable | None = None, initargs: tu
 
 
 def _start_worker(leader_pid: int, leader_created: float, initializer: Callable | None, initargs: tuple) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the leader decides
+    tqdm.set_lock(threading.RLock())  # workers draw no bars: no cross-process lock left behind when stopped
     threading.Thread(target=_exit_with_leader, args=(leader_pid, leader_created),
                      name="ndpatch-watchdog", daemon=True).start()
     if initializer is not None:
