@@ -38,6 +38,10 @@ from ndpatch.gdalio import file_identity
 
 #: ``--format`` name → writer class.
 WRITERS: dict[str, type] = {w.name: w for w in (ChipsWriter, KwcocoWriter, WebdatasetWriter, TfrecordWriter)}
+#: What the forkserver imports once, so that every worker forked from it starts warm (kwimage's and
+#: delayed_image's lazy imports cost seconds in each fresh process; a missing one is skipped).
+WORKER_MODULES = ("ndpatch.export.job", "ndpatch.sampler", "kwimage.structs.detections",
+                  "kwimage.structs.polygon", "delayed_image.channel_spec")
 #: A geotransform that says nothing: pixel coordinates (GDAL's default).
 _PIXEL_GRID = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 

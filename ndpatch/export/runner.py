@@ -30,6 +30,7 @@ import csv
 import functools
 import io
 import json
+import multiprocessing
 import os
 import time
 import warnings
@@ -42,13 +43,13 @@ from tqdm import tqdm
 from ndpatch.errors import ExportError
 from ndpatch.export.base import publish
 from ndpatch.export.folder import ExportFolder
-from ndpatch.export.job import (WRITERS, Job, JobSpec, dataset_file_identity, init_worker, iter_records,
-                                open_sampler, run_block)
+from ndpatch.export.job import (WORKER_MODULES, WRITERS, Job, JobSpec, dataset_file_identity, init_worker,
+                                iter_records, open_sampler, run_block)
 from ndpatch.export.manifest import block_problem, digest, image_inputs
 from ndpatch.export.plan import make_plan, parse_window
 from ndpatch.export.screen import refuse
 from ndpatch.masks import label_dtype
-from ndpatch.workers import default_workers, process_pool
+from ndpatch.workers import START_METHOD, default_workers, process_pool
 
 #: Chips per block for the per-chip formats (chips, kwcoco).
 CHIPS_PER_BLOCK = 16
@@ -85,6 +86,7 @@ def _run(job: Job, todo: list[int], workers: int, progress: bool) -> None:
             for block in todo:
                 bar.update(job.write_block(block))
             return
+        multiprocessing.get_context(START_METHOD).set_forkserver_preload(list(WORKER_MODULES))  # if not running yet
         with process_pool(min(workers, len(todo)), init_worker, (job.spec,)) as pool:
             futures = [pool.submit(run_block, block) for block in todo]
             try:
