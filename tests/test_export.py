@@ -227,6 +227,9 @@ def test_bad_inputs(dataset, chips_dir, tmp_path):
     (tmp_path / "d" / "keep.txt").write_text("user file")
     with pytest.raises(OutputExistsError, match="holds no ndpatch export"):
         export(dataset, tmp_path / "d", resume=True, progress=False)
+    (tmp_path / "f").write_text("a file")
+    with pytest.raises(OutputExistsError, match="exists and is not a folder"):
+        export(dataset, tmp_path / "f", overwrite=True, progress=False)
 
 
 def test_overwrite_replaces_only_the_previous_export(dataset, tmp_path):

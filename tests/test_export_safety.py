@@ -85,6 +85,12 @@ def test_no_export_writes_or_deletes_through_a_link_out_of_its_folder(source, tm
         with pytest.raises(ExportError, match=r"out/labels is not a folder inside .*out \(a link out of it\?\)"):
             export(source.fpath, out, window=16, progress=False, **flags)
         assert snapshot(outside) == before
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ".ndpatch-export").symlink_to(outside)
+    with pytest.raises(ExportError, match=r"other/.ndpatch-export is not a folder inside"):
+        export(source.fpath, other, window=16, progress=False)
+    assert snapshot(outside) == before
 
 
 # -- bad annotations ---------------------------------------------------------------------
@@ -224,3 +230,25 @@ def test_workers_end_with_the_leader_and_the_export_resumes(source, tmp_path, si
     export(source.fpath, out, window=4, resume=True, progress=False)
     export(source.fpath, whole, window=4, progress=False)
     assert_same_export(out, whole)
+
+
+def test_a_worker_that_cannot_start_says_why(source, tmp_path, monkeypatch):
+    from ndpatch.export import job
+    sent = []
+    monkeypatch.setattr("ndpatch.export.runner.process_pool",
+                        lambda workers, initializer, initargs: sent.append(initargs) or _stop())
+    with pytest.raises(InterruptedError):
+        export(source.fpath, tmp_path / "o", window=8, workers=2, progress=False)
+    (spec,) = sent[0]
+    changed = type(spec)(**{**spec.__dict__, "dataset_identity": (0, 0, 0, 0, 0)})
+    monkeypatch.setattr(job.signal, "signal", lambda *args: None)  # the test process keeps its Ctrl-C
+    job.init_worker(changed)
+    try:
+        with pytest.raises(ExportError, match=r"data.kwcoco.json changed while the export ran; rerun with resume"):
+            job.run_block(0)
+    finally:
+        monkeypatch.setattr(job, "_WORKER_ERROR", None)
+
+
+def _stop():
+    raise InterruptedError("stop before starting workers")

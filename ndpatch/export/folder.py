@@ -107,10 +107,7 @@ class ExportFolder:
 
         Refuses a folder the run would write into through a link out of the export folder.
         """
-        for folder in sorted({rule.folder for rule in rules} | {PART_FILES.folder}):
-            if os.path.lexists(self.root / folder) and self._folder(folder) is None:
-                raise ExportError(f"{self.root / folder} is not a folder inside {self.root} (a link out of it?); "
-                                  "an export writes only inside its folder")
+        self._refuse_links(sorted({rule.folder for rule in rules} | {PART_FILES.folder}))
         self._unlink("", "summary.json")
         publish(self.state / "settings.json", lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=1)))
         publish(self.plan_path(), lambda tmp: np.save(tmp, plan_table))
@@ -119,6 +116,7 @@ class ExportFolder:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the folder's lock, or refuse with ExportInProgressError naming the process that holds it."""
+        self._refuse_links([STATE_DIR])
         self.state.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(str(self.state / "lock"), thread_local=False)
         try:
@@ -179,6 +177,12 @@ class ExportFolder:
     def remove_part(self, block: int) -> None:
         self._unlink(PART_FILES.folder, PART_FILES.file_name(block))
 
+    def _refuse_links(self, folders: Iterable[str]) -> None:
+        for folder in folders:
+            if os.path.lexists(self.root / folder) and self._folder(folder) is None:
+                raise ExportError(f"{self.root / folder} is not a folder inside {self.root} (a link out of it?); "
+                                  "an export writes only inside its folder")
+
     def _folder(self, folder: str) -> Path | None:
         """``root/folder`` when it is a real folder inside the export folder (no link out of it), else None."""
         root = self.root.resolve()
@@ -212,6 +216,8 @@ class ExportFolder:
     # -- the flags --------------------------------------------------------------------
     def check_before_lock(self, resume: bool, overwrite: bool) -> None:
         """Refuse a non-empty folder that holds no export (unless ``overwrite``), without touching it."""
+        if self.root.exists() and not self.root.is_dir():
+            raise OutputExistsError(f"output folder {self.root} exists and is not a folder")
         if self.is_empty() or self.state.is_dir():
             return
         if resume:

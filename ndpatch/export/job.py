@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ndpatch.cache.store import fsync_path
-from ndpatch.errors import ExportError, ExportWriteError
+from ndpatch.errors import ExportError, ExportWriteError, NdpatchError
 from ndpatch.export.base import Chip, chip_name, window_geotransform
 from ndpatch.export.chips import ChipsWriter
 from ndpatch.export.coco import KwcocoWriter, shift_annotation
@@ -184,17 +184,27 @@ def source_name(image: dict) -> str:
 
 
 _WORKER_JOB: Job | None = None
+_WORKER_ERROR: Exception | None = None
 
 
 def init_worker(spec: JobSpec) -> None:
-    """A worker's start: Ctrl-C is the leader's to handle (it stops the workers), then the job is built."""
-    global _WORKER_JOB
+    """A worker's start: Ctrl-C is the leader's to handle (it stops the workers), then the job is built.
+
+    An error building it is kept for the first task to raise, where the leader sees its message
+    (an initializer's error only breaks the pool).
+    """
+    global _WORKER_JOB, _WORKER_ERROR
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _WORKER_JOB = Job.from_spec(spec)
+    try:
+        _WORKER_JOB = Job.from_spec(spec)
+    except (NdpatchError, OSError) as err:
+        _WORKER_ERROR = err
 
 
 def run_block(block: int) -> int:
     """A worker's task: write one block."""
+    if _WORKER_ERROR is not None:
+        raise _WORKER_ERROR
     return _WORKER_JOB.write_block(block)
 
 

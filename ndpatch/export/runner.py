@@ -88,8 +88,9 @@ def _run(job: Job, todo: list[int], workers: int, progress: bool) -> None:
             return
         multiprocessing.get_context(START_METHOD).set_forkserver_preload(list(WORKER_MODULES))  # if not running yet
         with process_pool(min(workers, len(todo)), init_worker, (job.spec,)) as pool:
-            futures = [pool.submit(run_block, block) for block in todo]
+            futures = []
             try:
+                futures += [pool.submit(run_block, block) for block in todo]
                 for future in as_completed(futures):
                     bar.update(future.result())
             except BaseException:  # Ctrl-C or a failed block: stop every worker now, keep what is finished
@@ -176,10 +177,10 @@ def export(dataset: Any, out_dir: str | os.PathLike, format: str = "chips", wind
     writer = WRITERS[format]()
     categories = list(sampler.dset.dataset.get("categories", []))
     labels = label_dtype(max((int(c["id"]) for c in categories), default=0)).name
-    settings = {"format": format, "window": list(window), "overlap": overlap, "targets": targets,
-                "count": count, "channels": channels, "seed": seed,
-                "block_size": int(shard_size) if writer.sharded else CHIPS_PER_BLOCK,
-                "dataset": str(sampler.dset.fpath)}
+    settings = json.loads(json.dumps({  # as settings.json gives them back (tuples as lists ...)
+        "format": format, "window": list(window), "overlap": overlap, "targets": targets, "count": count,
+        "channels": channels, "seed": seed, "block_size": int(shard_size) if writer.sharded else CHIPS_PER_BLOCK,
+        "dataset": str(sampler.dset.fpath)}))
     folder = ExportFolder(out_dir)
     folder.check_before_lock(resume, overwrite)
     started = time.perf_counter()
