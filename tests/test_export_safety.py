@@ -164,6 +164,23 @@ def test_a_failed_write_names_the_block_and_file_and_resume_completes_exactly(so
     assert_same_export(out, whole)
 
 
+def test_a_failed_index_file_write_is_clear_and_resumable(source, tmp_path, monkeypatch):
+    from ndpatch.export import base
+    real = base.atomic_publish
+
+    def full_disk(dest, write, **kwargs):
+        if str(dest).endswith("chips.csv"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(dest, write, **kwargs)
+
+    monkeypatch.setattr(base, "atomic_publish", full_disk)
+    with pytest.raises(ExportWriteError, match=r"export finished its blocks but cannot write .*chips.csv: No space"):
+        export(source.fpath, tmp_path / "out", window=16, progress=False)
+    monkeypatch.undo()
+    summary = export(source.fpath, tmp_path / "out", window=16, resume=True, progress=False)
+    assert summary["resumed_blocks"] == summary["blocks"] and (tmp_path / "out" / "chips.csv").is_file()
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 256 kB tmpfs, remounted with more room by calling the fixture's value (needs root)."""
