@@ -125,4 +125,5 @@ def usable_dataset(dset: kwcoco.CocoDataset, bad: list[BadAnnotation]) -> kwcoco
                    for ann in dset.dataset["annotations"] if ann["id"] not in skip]
     usable = kwcoco.CocoDataset({**dset.dataset, "annotations": annotations}, bundle_dpath=str(dset.bundle_dpath))
     usable.fpath = dset.fpath
+    usable.bundle_dpath = dset.bundle_dpath  # kwcoco's fpath setter moves it to the json's folder
     return usable
