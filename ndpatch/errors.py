@@ -80,13 +80,3 @@ class OutputExistsError(NdpatchError, FileExistsError):
 class ExportInProgressError(OutputExistsError):
     """An export folder that another running export holds (its lock names the process)."""
 
-
-class ExportWriteError(NdpatchError, OSError):
-    """An export file that cannot be written (a full disk, no permission); the folder stays resumable.
-
-    Raised as ``ExportWriteError(errno, message)``: ``errno`` is kept (``ENOSPC`` for a full disk) and the
-    message prints as written.
-    """
-
-    def __str__(self) -> str:
-        return self.strerror or super().__str__()

@@ -48,7 +48,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     dset = make_dataset(tmp_path / "src", [{"shape": (72, 78, 3), "dtype": "uint8"},
                                            {"shape": (48, 54), "dtype": "uint16"}])
     killed, whole = tmp_path / "killed", tmp_path / "whole"
-    proc = start_cli_export(dset.fpath, str(killed), "--window", "6")
+    proc = start_cli_export(dset.fpath, str(killed), "--window", "6", "--workers", "1")
     wait_for(lambda: parts(killed) >= 3, proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

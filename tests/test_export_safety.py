@@ -14,7 +14,7 @@ import pytest
 
 from export_compare import assert_same_export, parts, snapshot, start_cli_export, wait_for
 from ndpatch.demo import make_dataset
-from ndpatch.errors import DatasetError, ExportError, ExportInProgressError, ExportWriteError
+from ndpatch.errors import DatasetError, DiskFullError, ExportError, ExportInProgressError
 from ndpatch.export import export
 
 
@@ -27,7 +27,7 @@ def source(tmp_path_factory):
 # -- a running export --------------------------------------------------------------------
 def test_a_running_export_is_never_disturbed(source, tmp_path):
     running, whole = tmp_path / "running", tmp_path / "whole"
-    proc = start_cli_export(source.fpath, str(running), "--window", "6")
+    proc = start_cli_export(source.fpath, str(running), "--window", "6", "--workers", "1")
     try:
         wait_for(lambda: parts(running) >= 1, proc)
         os.kill(proc.pid, signal.SIGSTOP)  # frozen mid-run, holding its lock: the folder cannot move
@@ -140,23 +140,27 @@ def test_strict_refuses_bad_annotations_before_writing(tmp_path):
 
 
 # -- a full disk -------------------------------------------------------------------------
-def test_a_failed_write_names_the_block_and_file_and_resume_completes_exactly(source, tmp_path, monkeypatch):
-    from ndpatch.export import base
-    out, whole = tmp_path / "out", tmp_path / "whole"
-    real, calls = base.atomic_publish, []
+def failing_fsync(monkeypatch, name_start: str) -> None:
+    """Temp files whose name starts with ``name_start`` fail to reach the disk with ENOSPC (as NFS can say)."""
+    from ndpatch.cache import store
+    real = store.fsync_path
 
-    def full_disk(dest, write, **kwargs):
-        calls.append(dest)
-        if len(calls) == 40:  # block 1's 4th file (after 3 state files and block 0's 33)
+    def fsync_path(path):
+        if os.path.basename(path).startswith(name_start):
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(dest, write, **kwargs)
+        real(path)
 
-    monkeypatch.setattr(base, "atomic_publish", full_disk)
-    with pytest.raises(ExportWriteError, match=r"export block 1 \(chips chip_000016 to chip_000031\) stopped: "
-                                               r"cannot write .*/labels/chip_000017.tif: No space left on device "
-                                               r"\(.* MB free on its disk\); .*resume") as caught:
+    monkeypatch.setattr(store, "fsync_path", fsync_path)
+
+
+def test_a_full_disk_names_the_block_and_file_and_resume_completes_exactly(source, tmp_path, monkeypatch):
+    out, whole = tmp_path / "out", tmp_path / "whole"
+    failing_fsync(monkeypatch, "chip_000017.tmp-")
+    with pytest.raises(DiskFullError, match=r"export block 1 \(chips chip_000016 to chip_000031\) stopped: "
+                                            r"no space left on device writing .*/images/chip_000017.tif: .* available "
+                                            r".*; the finished blocks are kept: free space, then rerun with resume"):
         export(source.fpath, out, window=8, progress=False)
-    assert caught.value.errno == errno.ENOSPC
+    assert not list(out.rglob("*.tmp-*")), "no temp file is left behind"
     monkeypatch.undo()
     summary = export(source.fpath, out, window=8, resume=True, progress=False)
     assert summary["resumed_blocks"] == 1
@@ -164,17 +168,10 @@ def test_a_failed_write_names_the_block_and_file_and_resume_completes_exactly(so
     assert_same_export(out, whole)
 
 
-def test_a_failed_index_file_write_is_clear_and_resumable(source, tmp_path, monkeypatch):
-    from ndpatch.export import base
-    real = base.atomic_publish
-
-    def full_disk(dest, write, **kwargs):
-        if str(dest).endswith("chips.csv"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(dest, write, **kwargs)
-
-    monkeypatch.setattr(base, "atomic_publish", full_disk)
-    with pytest.raises(ExportWriteError, match=r"export finished its blocks but cannot write .*chips.csv: No space"):
+def test_a_full_disk_while_writing_the_index_files_is_clear_and_resumable(source, tmp_path, monkeypatch):
+    failing_fsync(monkeypatch, "chips.tmp-")
+    with pytest.raises(DiskFullError, match=r"export finished its blocks, then: no space left on device writing "
+                                            r".*chips.csv.*rerun with resume=True \(--resume\) to write the index"):
         export(source.fpath, tmp_path / "out", window=16, progress=False)
     monkeypatch.undo()
     summary = export(source.fpath, tmp_path / "out", window=16, resume=True, progress=False)
@@ -200,10 +197,9 @@ def small_disk(tmp_path):
 def test_a_full_disk_is_a_clear_error_and_resume_completes_exactly(source, tmp_path, small_disk):
     disk, grow = small_disk
     out, whole = disk / "out", tmp_path / "whole"
-    with pytest.raises(ExportWriteError, match=r"export block \d+ \(chips chip_\d+ to chip_\d+\) stopped: "
-                                               r"cannot write .*: No space left on device") as caught:
+    with pytest.raises(DiskFullError, match=r"export block \d+ \(chips chip_\d+ to chip_\d+\) stopped: "
+                                            r"no space left on device writing .*chip_\d+.tif"):
         export(source.fpath, out, window=8, format="chips", progress=False)
-    assert caught.value.errno == errno.ENOSPC
     assert not list(out.rglob("*.tmp-*")), "no temp file is left behind"
     grow()
     summary = export(source.fpath, out, window=8, format="chips", resume=True, progress=False)

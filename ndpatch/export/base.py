@@ -6,8 +6,7 @@ block of chips into files and returns one provenance record per chip; the
 runner (:mod:`ndpatch.export.runner`) decides which blocks to write, where,
 and in how many processes. Every file goes through the cache store's atomic
 publish (temp file beside it, fsync, rename), so a killed export leaves no
-partial file; a file that cannot be written (a full disk) raises
-:class:`~ndpatch.errors.ExportWriteError` naming it. Each writer's
+partial file, and a full disk raises :class:`~ndpatch.errors.DiskFullError`. Each writer's
 :class:`NamingRule` values say which names it produces: the only files an
 export ever deletes.
 
@@ -26,7 +25,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,29 +35,11 @@ import numpy as np
 from osgeo import gdal, gdal_array, osr
 
 from ndpatch import gdalio  # noqa: F401  (GDAL settings, exceptions on)
-from ndpatch.cache.store import TEMP_MARK, atomic_publish
-from ndpatch.errors import ExportWriteError, NdpatchError
+from ndpatch.cache.store import TEMP_MARK
+from ndpatch.cache.store import atomic_publish as publish
 
 #: Lossless compression of every GeoTIFF an export writes.
 GEOTIFF_OPTIONS = ("COMPRESS=DEFLATE", "ZLEVEL=1", "PREDICTOR=1")
-
-
-def publish(dest: str | os.PathLike, write: Callable[[str], object], sync_dir: bool = True) -> int:
-    """:func:`~ndpatch.cache.store.atomic_publish`, a failed write raising ExportWriteError naming ``dest``.
-
-    Every export file is written by Python's own file calls (GeoTIFFs are encoded
-    in memory first), so a full disk always says so with ``errno`` ENOSPC.
-    """
-    try:
-        return atomic_publish(dest, write, sync_dir=sync_dir)
-    except NdpatchError:
-        raise
-    except OSError as err:
-        dest = Path(dest)
-        folder = next((p for p in (dest, *dest.parents) if p.is_dir()), Path("."))
-        free = shutil.disk_usage(folder).free / 1e6
-        raise ExportWriteError(err.errno, f"cannot write {dest}: {err.strerror or err} "
-                                          f"({free:.1f} MB free on its disk)") from err
 
 
 @dataclass(frozen=True)
@@ -107,7 +87,8 @@ def write_geotiff(dest: str | os.PathLike, pixels: np.ndarray, geotransform: tup
     """Publish an H×W or H×W×C array as a DEFLATE-compressed GeoTIFF; returns its bytes.
 
     GDAL encodes the file in memory (``/vsimem/``) and Python writes it out, so a
-    failed write is an OSError with its errno and never leaves a GDAL dataset open.
+    failed write (a full disk) is an OSError with its errno and leaves no GDAL
+    dataset holding the removed temp file open.
     The folder is not fsynced here: the runner does that once per block,
     before the block's part file marks it done.
     """

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ndpatch.cache.store import fsync_path
-from ndpatch.errors import ExportError, ExportWriteError, NdpatchError
+from ndpatch.errors import DiskFullError, ExportError, NdpatchError
 from ndpatch.export.base import Chip, chip_name, window_geotransform
 from ndpatch.export.chips import ChipsWriter
 from ndpatch.export.coco import KwcocoWriter, shift_annotation
@@ -134,10 +134,10 @@ class Job:
                 "ndpatch_export_part": PART_FORMAT, "block": block, "settings": self.spec.digest,
                 "windows": expected["windows"], "images": inputs,
                 "files": [file_entry(root, name) for name in expected["files"]], "records": records})
-        except ExportWriteError as err:
-            raise ExportWriteError(err.errno, f"export block {block} (chips {chip_name(chips.start)} to "
-                                   f"{chip_name(chips.stop - 1)}) stopped: {err.strerror}; the finished blocks "
-                                   "are kept: free space, then rerun with resume=True (--resume)") from err
+        except DiskFullError as err:
+            raise DiskFullError(f"export block {block} (chips {chip_name(chips.start)} to {chip_name(chips.stop - 1)}) "
+                                f"stopped: {err}; the finished blocks are kept: free space, then rerun with "
+                                "resume=True (--resume)") from err
         return len(made)
 
     def _chips(self, chips: range, windows: list[tuple[int, slice, slice]]) -> list[Chip]:

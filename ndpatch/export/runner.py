@@ -40,7 +40,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ndpatch.errors import ExportError, ExportWriteError
+from ndpatch.errors import DiskFullError, ExportError
 from ndpatch.export.base import publish
 from ndpatch.export.folder import ExportFolder
 from ndpatch.export.job import (WORKER_MODULES, WRITERS, Job, JobSpec, dataset_file_identity, init_worker,
@@ -206,9 +206,9 @@ def export(dataset: Any, out_dir: str | os.PathLike, format: str = "chips", wind
         summary["elapsed_s"] = round(time.perf_counter() - started, 3)
         try:
             _write_index_files(job, summary, context)
-        except ExportWriteError as err:
-            raise ExportWriteError(err.errno, f"export finished its blocks but {err.strerror}; free space, then "
-                                              "rerun with resume=True (--resume) to write the index files") from err
+        except DiskFullError as err:
+            raise DiskFullError(f"export finished its blocks, then: {err}; free space, then rerun with "
+                                "resume=True (--resume) to write the index files") from err
     return summary
 
 
