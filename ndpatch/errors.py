@@ -75,3 +75,8 @@ class ExportError(NdpatchError, ValueError):
 
 class OutputExistsError(NdpatchError, FileExistsError):
     """An output that already exists and was not meant to be resumed or overwritten."""
+
+
+class ExportInProgressError(OutputExistsError):
+    """An export folder that another running export holds (its lock names the process)."""
+

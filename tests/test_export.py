@@ -2,11 +2,15 @@
 webdataset and TFRecord read back; errors; the docs example."""
 import csv
 import json
+import pickle
+from collections import Counter
+from pathlib import Path
 
 import kwcoco
 import numpy as np
 import pytest
 import shapely
+from hypothesis import given, strategies as st
 from osgeo import gdal
 
 import ndpatch
@@ -14,6 +18,7 @@ from ndpatch.cli import main
 from ndpatch.demo import make_dataset, random_pixels, write_raster
 from ndpatch.errors import DatasetError, ExportError, OutputExistsError
 from ndpatch.export import TFRECORD_FEATURES, export
+from ndpatch.export.plan import stratified_subset
 from ndpatch.masks import class_map
 
 GEO_TRANSFORM = (500000.0, 0.5, 0.0, 4600000.0, 0.0, -0.5)
@@ -222,6 +227,9 @@ def test_bad_inputs(dataset, chips_dir, tmp_path):
     (tmp_path / "d" / "keep.txt").write_text("user file")
     with pytest.raises(OutputExistsError, match="holds no ndpatch export"):
         export(dataset, tmp_path / "d", resume=True, progress=False)
+    (tmp_path / "f").write_text("a file")
+    with pytest.raises(OutputExistsError, match="exists and is not a folder"):
+        export(dataset, tmp_path / "f", overwrite=True, progress=False)
 
 
 def test_overwrite_replaces_only_the_previous_export(dataset, tmp_path):
@@ -239,3 +247,122 @@ def test_cli_export_and_error_exit(dataset, tmp_path, capsys):
     assert "chips (kwcoco)" in capsys.readouterr().out
     assert main(["export", dataset.fpath, str(tmp_path / "cli"), "--window", "32"]) == 1
     assert "ndpatch: error:" in capsys.readouterr().err
+
+
+# -- multi-file images (bands at 10, 20 and 60 m as separate files) -----------------------
+UTM31 = 32631
+X0, Y0 = 600000.0, 5000000.0
+
+
+@pytest.fixture(scope="module")
+def sentinel(tmp_path_factory):
+    """A 120x180 (10 m) scene: B04|B03|B02 at 10 m, B8A at 20 m, B01 at 60 m, and a class_id raster."""
+    root = tmp_path_factory.mktemp("sentinel")
+    rng = np.random.default_rng(4)
+    height, width = 120, 180
+    labels = np.zeros((height, width), np.uint8)
+    labels[10:50, 30:100] = 2
+    bands = {"b10.tif": (10, "B04|B03|B02", 3), "b20.tif": (20, "B8A", 1), "b60.tif": (60, "B01", 1)}
+    assets = []
+    for name, (res, channels, n) in bands.items():
+        pixels = rng.integers(0, 10000, (height * 10 // res, width * 10 // res, n)).astype(np.uint16)
+        write_raster(root / name, pixels, geotransform=(X0, res, 0, Y0, 0, -res), crs_epsg=UTM31)
+        assets.append({"file_name": name, "channels": channels, "width": pixels.shape[1],
+                       "height": pixels.shape[0], "warp_aux_to_img": {"scale": res / 10}})
+    write_raster(root / "labels.tif", labels, geotransform=(X0, 10, 0, Y0, 0, -10), crs_epsg=UTM31)
+    assets.append({"file_name": "labels.tif", "channels": "class_id", "width": width, "height": height})
+    dset = kwcoco.CocoDataset()
+    dset.fpath = str(root / "s2.kwcoco.json")
+    dset.add_category("water", id=2)
+    dset.add_image(name="scene", width=width, height=height, assets=assets)
+    dset.dump(dset.fpath)
+    return root, dset.fpath, labels
+
+
+def gdal_window(path, band, c0, r0, size, scale):
+    """GDAL's own read of a window of the 10 m grid from a band at ``scale`` times coarser (bilinear)."""
+    ds = gdal.Open(str(path))
+    return ds.GetRasterBand(band).ReadAsArray(c0 // scale, r0 // scale, size // scale, size // scale, size, size,
+                                              resample_alg=gdal.GRIORA_Bilinear)
+
+
+def test_multi_file_images_export_as_gdal_reads_them(sentinel, tmp_path):
+    root, path, labels = sentinel
+    summary = export(path, tmp_path / "s2", window=60, channels="B04|B8A|B01|B02", workers=2, progress=False)
+    rows = read_rows(tmp_path / "s2")
+    assert summary["chips"] == len(rows) == 6
+    for row in rows:
+        r0, c0 = int(row["row_start"]), int(row["col_start"])
+        assert row["file_name"] == "b10.tif|b20.tif|b60.tif|labels.tif"
+        image, ds = read_tif(tmp_path / "s2" / "images" / f"{row['chip']}.tif")
+        assert image.dtype == np.uint16 and image.shape == (60, 60, 4)
+        np.testing.assert_array_equal(image[..., 0], gdal_window(root / "b10.tif", 1, c0, r0, 60, 1))
+        np.testing.assert_array_equal(image[..., 1], gdal_window(root / "b20.tif", 1, c0, r0, 60, 2))
+        np.testing.assert_array_equal(image[..., 2], gdal_window(root / "b60.tif", 1, c0, r0, 60, 6))
+        np.testing.assert_array_equal(image[..., 3], gdal_window(root / "b10.tif", 3, c0, r0, 60, 1))
+        assert ds.GetGeoTransform() == (X0 + 10 * c0, 10.0, 0.0, Y0 - 10 * r0, 0.0, -10.0)
+        assert "32631" in ds.GetProjectionRef()
+        label, _ = read_tif(tmp_path / "s2" / "labels" / f"{row['chip']}.tif")
+        np.testing.assert_array_equal(label[..., 0], labels[r0:r0 + 60, c0:c0 + 60])
+
+
+def test_multi_file_images_export_every_image_channel_by_default(sentinel, tmp_path):
+    _, path, _ = sentinel
+    export(path, tmp_path / "all", window=60, format="kwcoco", progress=False)
+    image, _ = read_tif(tmp_path / "all" / "images" / "chip_000000.tif")
+    assert image.shape == (60, 60, 5)  # B04 B03 B02 B8A B01; class_id is the label, not a band
+
+
+# -- --count ------------------------------------------------------------------------------
+def test_count_samples_windows_at_random_stratified_across_images(dataset, tmp_path):
+    whole = export(dataset, tmp_path / "all", window=8, progress=False)["chips"]
+    windows = {(r["image_id"], r["row_start"], r["col_start"]) for r in read_rows(tmp_path / "all")}
+    per_image = Counter(r["image_id"] for r in read_rows(tmp_path / "all"))
+    picks = {}
+    for seed in (0, 0, 1):
+        export(dataset, tmp_path / f"n{seed}", window=8, count=20, seed=seed, overwrite=True, progress=False)
+        rows = read_rows(tmp_path / f"n{seed}")
+        picked = [(r["image_id"], r["row_start"], r["col_start"]) for r in rows]
+        assert len(picked) == len(set(picked)) == 20 and set(picked) <= windows
+        counts = Counter(r["image_id"] for r in rows)
+        for gid, n in per_image.items():
+            assert abs(counts[gid] - 20 * n / whole) < 1
+        assert picks.setdefault(seed, picked) == picked, "the same seed gives the same windows"
+    assert picks[0] != picks[1]
+    assert picks[0] != sorted(windows)[:20]
+
+
+@given(gids=st.lists(st.integers(1, 5), min_size=1, max_size=60), count=st.integers(0, 70),
+       seed=st.integers(0, 2**32 - 1))
+def test_stratified_subset_rule(gids, count, seed):
+    table = np.array([(gid, i, 0) for i, gid in enumerate(sorted(gids))], dtype=np.int64)
+    picked = stratified_subset(table, count, seed)
+    assert len(picked) == min(count, len(table))
+    assert (picked[:, 1] == np.sort(picked[:, 1])).all() and len(set(picked[:, 1])) == len(picked)
+    for gid, n in Counter(gids).items():
+        share = count * n / len(table) if count < len(table) else n
+        assert np.floor(share) <= (picked[:, 0] == gid).sum() <= np.ceil(share)
+    np.testing.assert_array_equal(stratified_subset(table, count, seed), picked)
+
+
+# -- what goes to worker processes --------------------------------------------------------
+def test_workers_get_the_dataset_path_not_the_dataset(dataset, tmp_path, monkeypatch):
+    from ndpatch.export import runner
+    sent = []
+
+    def process_pool(workers, initializer, initargs):
+        sent.append(initargs)
+        raise InterruptedError("stop here")
+
+    monkeypatch.setattr(runner, "process_pool", process_pool)
+    with pytest.raises(InterruptedError):
+        export(dataset.fpath, tmp_path / "o", window=8, workers=2, progress=False)
+    (spec,) = sent[0]
+    assert spec.dataset == str(Path(dataset.fpath).resolve()) and len(pickle.dumps(spec)) < 2000
+
+
+def test_flag_errors(dataset, tmp_path):
+    with pytest.raises(ExportError, match="resume and overwrite exclude each other"):
+        export(dataset, tmp_path / "a", resume=True, overwrite=True, progress=False)
+    with pytest.raises(ExportError, match="workers must be >= 0"):
+        export(dataset, tmp_path / "a", workers=-1, progress=False)

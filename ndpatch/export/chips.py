@@ -13,7 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ndpatch.export.base import Chip, write_geotiff
+from ndpatch.export.base import Chip, NamingRule, write_geotiff
+
+#: ``images/chip_000012.tif``: the image chips of the chips and kwcoco formats.
+IMAGE_CHIPS = NamingRule("images", "chip_", ".tif")
+#: ``labels/chip_000012.tif``: the label chips of the chips format.
+LABEL_CHIPS = NamingRule("labels", "chip_", ".tif")
 
 
 class ChipsWriter:
@@ -21,12 +26,12 @@ class ChipsWriter:
 
     name = "chips"
     sharded = False
+    rules = (IMAGE_CHIPS, LABEL_CHIPS)
 
     def write_block(self, out_dir: Path, block: int, chips: list[Chip]) -> list[dict]:
         records = []
         for chip in chips:
-            image_file = f"images/{chip.name}.tif"
-            label_file = f"labels/{chip.name}.tif"
+            image_file, label_file = IMAGE_CHIPS.name(chip.index), LABEL_CHIPS.name(chip.index)
             size = write_geotiff(out_dir / image_file, chip.im, chip.geotransform, chip.crs_wkt)
             size += write_geotiff(out_dir / label_file, chip.label, chip.geotransform, chip.crs_wkt)
             records.append({**chip.record(), "files": [image_file, label_file], "bytes": size})

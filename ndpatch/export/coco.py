@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 from ndpatch.export.base import Chip, publish, write_geotiff
+from ndpatch.export.chips import IMAGE_CHIPS
 
 
 def _shift_flat(values: list, dx: float, dy: float, stride: int) -> list:
@@ -67,11 +68,12 @@ class KwcocoWriter:
 
     name = "kwcoco"
     sharded = False
+    rules = (IMAGE_CHIPS,)
 
     def write_block(self, out_dir: Path, block: int, chips: list[Chip]) -> list[dict]:
         records = []
         for chip in chips:
-            image_file = f"images/{chip.name}.tif"
+            image_file = IMAGE_CHIPS.name(chip.index)
             size = write_geotiff(out_dir / image_file, chip.im, chip.geotransform, chip.crs_wkt)
             records.append({**chip.record(), "files": [image_file], "bytes": size,
                             "height": int(chip.im.shape[0]), "width": int(chip.im.shape[1]),

@@ -3,8 +3,11 @@
 An image carries a raster label asset when one of its ``assets`` declares the
 channel :data:`LABEL_CHANNEL` (``'class_id'``), as ``ndpatch import-pairs``
 writes them. Its window is read with the same boundless semantics as image
-pixels (outside the raster: 0, background). Otherwise the label map is
-:func:`ndpatch.masks.class_map` of the window's annotations.
+pixels (outside the raster: 0, background): beside a ``file_name`` (the
+import-pairs layout) on the image's pixel grid; in a multi-file image through
+``load_sample`` like any other channel, on the image grid with nearest-neighbour
+resampling. Otherwise the label map is :func:`ndpatch.masks.class_map` of the
+window's annotations.
 
 Example:
     >>> label_asset_path({"file_name": "a.tif", "assets": [
@@ -44,7 +47,12 @@ def read_label_window(gid: int, path: str, rows: slice, cols: slice, dtype: np.d
 
 def chip_label(sampler, gid: int, rows: slice, cols: slice, annots, dtype: np.dtype) -> np.ndarray:
     """The (H, W) label map of one window of image ``gid``."""
-    path = label_asset_path(sampler.index.image(gid), sampler.index.bundle_dpath)
-    if path is not None:
+    image = sampler.dset.imgs[gid]
+    path = label_asset_path(image, str(sampler.dset.bundle_dpath))
+    if path is None:
+        return class_map(annots, (rows.stop - rows.start, cols.stop - cols.start), dtype)
+    if image.get("file_name"):
         return read_label_window(gid, path, rows, cols, dtype)
-    return class_map(annots, (rows.stop - rows.start, cols.stop - cols.start), dtype)
+    target = {"gid": gid, "space_slice": (rows, cols), "channels": LABEL_CHANNEL, "interpolation": "nearest",
+              "fill": 0, "dtype": dtype}
+    return sampler.load_sample(target, with_annots=False)["im"][..., 0]

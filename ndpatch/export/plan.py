@@ -4,11 +4,16 @@ Row ``i`` of the plan is chip ``i``: ``(gid, row_start, col_start)`` of a
 window of the plan's fixed size. The windows come from the sampler's sampling
 strategies (:mod:`ndpatch.regions`): a grid covering every pixel, positives,
 negatives or both. Images of a block split (``ndpatch split --by block``) keep
-only the windows that lie inside their split's blocks.
+only the windows that lie inside their split's blocks. ``count`` keeps that
+many windows drawn at random with the seed, stratified across images
+(:func:`stratified_subset`).
 
 Example:
     >>> parse_window("256"), parse_window("128x64")
     ((256, 256), (128, 64))
+    >>> table = np.array([[1, 0, 0], [1, 0, 8], [1, 8, 0], [1, 8, 8], [2, 0, 0], [2, 0, 8]])
+    >>> stratified_subset(table, 3, seed=0)[:, 0].tolist()  # image 1 has 4 of 6 windows: 2 of 3 chips
+    [1, 1, 2]
 """
 from __future__ import annotations
 
@@ -56,11 +61,29 @@ class Plan:
         return gid, slice(r0, r0 + self.window[0]), slice(c0, c0 + self.window[1])
 
 
-def _inside_split(sampler, gid: int, r0: int, c0: int, window: tuple[int, int]) -> bool:
-    region = sampler.index.image(gid).get("split_region")
-    if region is None:
-        return True
-    return window_in_region(region, slice(r0, r0 + window[0]), slice(c0, c0 + window[1]))
+def stratified_subset(table: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` rows of a plan table drawn at random, each image's share in proportion to its rows.
+
+    Image ``i`` with ``n_i`` of the ``n`` rows gets ``floor(count * n_i / n)``
+    rows, and the rows left over go one each to the images with the largest
+    remainders (ties broken at random); inside an image the rows are drawn
+    uniformly without replacement. The kept rows stay in table order. The same
+    seed gives the same rows; ``count >= len(table)`` keeps every row.
+    """
+    if count >= len(table):
+        return table
+    rng = np.random.default_rng(seed)
+    gids, sizes = np.unique(table[:, 0], return_counts=True)
+    exact = count * sizes / len(table)
+    quotas = np.floor(exact).astype(np.int64)
+    leftover = count - int(quotas.sum())
+    by_remainder = np.lexsort((rng.random(len(gids)), -(exact - quotas)))
+    quotas[by_remainder[:leftover]] += 1
+    order = np.argsort(table[:, 0], kind="stable")  # rows of each image together, in table order
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    keep = np.concatenate([order[start + rng.choice(size, quota, replace=False)]
+                           for start, size, quota in zip(starts, sizes, quotas)])
+    return table[np.sort(keep)]
 
 
 def strategy_targets(sampler, targets: str, window: tuple[int, int], overlap: float,
@@ -103,10 +126,10 @@ def make_plan(sampler, window: tuple[int, int], targets: str = "grid", overlap: 
         raise TargetError(f"count must be >= 0, got {count!r}")
     rows = []
     for gid, rs, cs in strategy_targets(sampler, targets, window, overlap, count, seed):
-        region = sampler.index.image(gid).get("split_region")
+        region = sampler.dset.imgs[gid].get("split_region")
         if region is None or window_in_region(region, rs, cs):
             rows.append((gid, rs.start, cs.start))
     table = np.array(rows, dtype=np.int64).reshape(-1, 3)
     if count is not None:
-        table = table[:count]
+        table = stratified_subset(table, count, seed)
     return Plan(window=window, table=table)

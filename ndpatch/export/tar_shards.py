@@ -14,12 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ndpatch.export.base import Chip, publish
+from ndpatch.export.base import Chip, NamingRule, publish
 
-
-def shard_name(block: int, ext: str) -> str:
-    """``shard-000012.<ext>``"""
-    return f"shard-{block:06d}.{ext}"
+#: ``shard-000012.tar``: one shard per block.
+TAR_SHARDS = NamingRule("", "shard-", ".tar")
 
 
 class WebdatasetWriter:
@@ -27,12 +25,13 @@ class WebdatasetWriter:
 
     name = "webdataset"
     sharded = True
+    rules = (TAR_SHARDS,)
 
     def write_block(self, out_dir: Path, block: int, chips: list[Chip]) -> list[dict]:
         import webdataset
 
         records = [chip.record() for chip in chips]
-        shard = shard_name(block, "tar")
+        shard = TAR_SHARDS.name(block)
 
         def write(tmp: str) -> None:
             with webdataset.TarWriter(tmp, mtime=0) as sink:

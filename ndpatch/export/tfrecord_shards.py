@@ -31,8 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ndpatch.export.base import Chip, publish
-from ndpatch.export.tar_shards import shard_name
+from ndpatch.export.base import Chip, NamingRule, publish
+
+#: ``shard-000012.tfrecord``: one shard per block.
+TFRECORD_SHARDS = NamingRule("", "shard-", ".tfrecord")
 
 #: Feature name → tfrecord type, for reading shards back.
 FEATURES = {"chip": "byte", "image": "byte", "image_shape": "int", "image_dtype": "byte",
@@ -60,11 +62,12 @@ class TfrecordWriter:
 
     name = "tfrecord"
     sharded = True
+    rules = (TFRECORD_SHARDS,)
 
     def write_block(self, out_dir: Path, block: int, chips: list[Chip]) -> list[dict]:
         from tfrecord.writer import TFRecordWriter
 
-        shard = shard_name(block, "tfrecord")
+        shard = TFRECORD_SHARDS.name(block)
 
         def write(tmp: str) -> None:
             writer = TFRecordWriter(tmp)
