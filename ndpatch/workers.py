@@ -20,7 +20,7 @@ import os
 import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable
+from typing import Callable, Sequence
 
 import psutil
 from tqdm import tqdm
@@ -36,12 +36,30 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def process_pool(workers: int, initializer: Callable | None = None, initargs: tuple = ()) -> ProcessPoolExecutor:
-    """A pool of ``workers`` processes that run ``initializer(*initargs)`` first and die with this process."""
+def process_pool(workers: int, initializer: Callable | None = None, initargs: tuple = (),
+                 preload: Sequence[str] = ()) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes that run ``initializer(*initargs)`` first and die with this process.
+
+    ``preload`` names modules the fork server imports once, before it forks any
+    worker, so that each worker starts warm (it takes effect when this
+    process's fork server starts, i.e. for its first pool).
+    """
+    if preload:
+        multiprocessing.get_context(START_METHOD).set_forkserver_preload(list(preload))
     leader = psutil.Process()
     return ProcessPoolExecutor(int(workers), mp_context=multiprocessing.get_context(START_METHOD),
                                initializer=_start_worker,
                                initargs=(leader.pid, leader.create_time(), initializer, initargs))
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate a pool's worker processes now (Ctrl-C, or a failed task that makes the rest pointless)."""
+    terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    if terminate is not None:
+        terminate()
+        return
+    for process in list((pool._processes or {}).values()):  # no public way before Python 3.14
+        process.terminate()
 
 
 def _start_worker(leader_pid: int, leader_created: float, initializer: Callable | None, initargs: tuple) -> None:

@@ -350,7 +350,7 @@ def test_workers_get_the_dataset_path_not_the_dataset(dataset, tmp_path, monkeyp
     from ndpatch.export import runner
     sent = []
 
-    def process_pool(workers, initializer, initargs):
+    def process_pool(workers, initializer, initargs, preload=()):
         sent.append(initargs)
         raise InterruptedError("stop here")
 

@@ -249,12 +249,11 @@ def test_a_worker_that_cannot_start_says_why(source, tmp_path, monkeypatch):
     from ndpatch.export import job
     sent = []
     monkeypatch.setattr("ndpatch.export.runner.process_pool",
-                        lambda workers, initializer, initargs: sent.append(initargs) or _stop())
+                        lambda workers, initializer, initargs, preload=(): sent.append(initargs) or _stop())
     with pytest.raises(InterruptedError):
         export(source.fpath, tmp_path / "o", window=8, workers=2, progress=False)
     (spec,) = sent[0]
     changed = type(spec)(**{**spec.__dict__, "dataset_identity": (0, 0, 0, 0, 0)})
-    monkeypatch.setattr(job.signal, "signal", lambda *args: None)  # the test process keeps its Ctrl-C
     job.init_worker(changed)
     try:
         with pytest.raises(ExportError, match=r"data.kwcoco.json changed while the export ran; rerun with resume"):

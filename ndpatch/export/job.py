@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,13 +187,12 @@ _WORKER_ERROR: Exception | None = None
 
 
 def init_worker(spec: JobSpec) -> None:
-    """A worker's start: Ctrl-C is the leader's to handle (it stops the workers), then the job is built.
+    """A worker's start: the job is built (``ndpatch.workers`` already leaves Ctrl-C to the leader).
 
     An error building it is kept for the first task to raise, where the leader sees its message
     (an initializer's error only breaks the pool).
     """
     global _WORKER_JOB, _WORKER_ERROR
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         _WORKER_JOB = Job.from_spec(spec)
     except (NdpatchError, OSError) as err:

@@ -30,7 +30,6 @@ import csv
 import functools
 import io
 import json
-import multiprocessing
 import os
 import time
 import warnings
@@ -49,7 +48,7 @@ from ndpatch.export.manifest import block_problem, digest, image_inputs
 from ndpatch.export.plan import make_plan, parse_window
 from ndpatch.export.screen import refuse
 from ndpatch.masks import label_dtype
-from ndpatch.workers import START_METHOD, default_workers, process_pool
+from ndpatch.workers import default_workers, process_pool, stop_workers
 
 #: Chips per block for the per-chip formats (chips, kwcoco).
 CHIPS_PER_BLOCK = 16
@@ -86,8 +85,7 @@ def _run(job: Job, todo: list[int], workers: int, progress: bool) -> None:
             for block in todo:
                 bar.update(job.write_block(block))
             return
-        multiprocessing.get_context(START_METHOD).set_forkserver_preload(list(WORKER_MODULES))  # if not running yet
-        with process_pool(min(workers, len(todo)), init_worker, (job.spec,)) as pool:
+        with process_pool(min(workers, len(todo)), init_worker, (job.spec,), preload=WORKER_MODULES) as pool:
             futures = []
             try:
                 futures += [pool.submit(run_block, block) for block in todo]
@@ -96,18 +94,8 @@ def _run(job: Job, todo: list[int], workers: int, progress: bool) -> None:
             except BaseException:  # Ctrl-C or a failed block: stop every worker now, keep what is finished
                 for future in futures:
                     future.cancel()
-                _terminate_workers(pool)
+                stop_workers(pool)
                 raise
-
-
-def _terminate_workers(pool) -> None:
-    """Stop a pool's worker processes at once (an unfinished block leaves only temp files, removed on resume)."""
-    terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
-    if terminate is not None:
-        terminate()
-        return
-    for process in list((pool._processes or {}).values()):  # Python < 3.14 has no public way
-        process.terminate()
 
 
 def _write_index_files(job: Job, summary: dict, context: dict) -> None:
