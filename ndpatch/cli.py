@@ -254,6 +254,9 @@ def add_export(subparsers) -> None:
     parser.add_argument("--workers", type=POSITIVE_INT, default=None, help=workers_help())
     parser.add_argument("--seed", type=int, default=0, help="random seed of the sampled windows")
     parser.add_argument("--shard-size", type=POSITIVE_INT, default=256, help="samples per webdataset/tfrecord shard")
+    parser.add_argument("--strict", action=argparse.BooleanOptionalAction, default=False,
+                        help="refuse a dataset with bad annotations up front (default: skip them, counted "
+                             "in the summary)")
     add_backend_options(parser)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
@@ -268,7 +271,8 @@ def add_export(subparsers) -> None:
                          overlap=args.overlap, targets=args.targets, count=args.count,
                          channels=args.channels, workers=args.workers or default_workers(), seed=args.seed,
                          resume=args.resume, overwrite=args.overwrite, shard_size=args.shard_size,
-                         backend=args.backend, workdir=args.workdir, progress=args.verbosity >= 0)
+                         backend=args.backend, workdir=args.workdir, strict=args.strict,
+                         progress=args.verbosity >= 0)
         print(format_summary(summary))
         return EXIT_OK
 
@@ -391,7 +395,7 @@ def add_cache(subparsers) -> None:
     def verify(args) -> int:
         from ndpatch.cache import validate_entry
         cache = store(args)
-        results = cache.verify(validate_entry, delete=args.delete)
+        results = cache.verify(validate_entry, delete=args.delete, quick=args.quick)
         bad = [r for r in results if r.status != "ok"]
         for result in bad:
             print(f"  {result.status}: {result.key} ({result.source}): {result.reason}"
@@ -407,10 +411,12 @@ def add_cache(subparsers) -> None:
     cache_command("info", "entries and bytes per backend",
                   "Entries and bytes per backend, entries read in place, orphaned and temp files.").set_defaults(run=info)
     verifier = cache_command("verify", "re-validate every entry (exit status 1 if one is bad)",
-                             "Re-validate every entry (size, header, sidecar) and report corrupt and stale "
-                             "(source edited or gone) ones; exit status 1 if any.")
+                             "Re-validate every entry (sizes, headers, sidecar and data checksums) and report "
+                             "corrupt and stale (source edited or gone) ones; exit status 1 if any.")
     verifier.add_argument("--delete", action=argparse.BooleanOptionalAction, default=False,
                           help="also delete the bad entries")
+    verifier.add_argument("--quick", action=argparse.BooleanOptionalAction, default=False,
+                          help="check sizes, headers and sidecars only, not the data checksums (reads no pixels)")
     verifier.set_defaults(run=verify)
     cache_command("clear", "remove every entry and temp file",
                   "Remove every entry and temp file of the cache.").set_defaults(run=clear)

@@ -4,6 +4,7 @@ stay inside the export folder, bad annotations are skipped or refused, a full di
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -137,6 +138,17 @@ def test_strict_refuses_bad_annotations_before_writing(tmp_path):
                                            r"unknown category_id 99; annotation 102 .*neither bbox"):
         export(bad, tmp_path / "out", strict=True, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_strict_exits_1_naming_the_annotations(tmp_path, capsys):
+    from ndpatch.cli import main
+    bad, _ = bad_annotations_dataset(tmp_path)
+    assert main(["export", bad, str(tmp_path / "out"), "--strict", "-q"]) == 1
+    assert re.search(r"ndpatch: error: .*bad.kwcoco.json: 4 annotations cannot be exported: "
+                     r"annotation 101 \(image 1\)",
+                     capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+    assert main(["export", bad, str(tmp_path / "out"), "--window", "16", "-q"]) == 0
 
 
 # -- a full disk -------------------------------------------------------------------------

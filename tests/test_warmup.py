@@ -65,6 +65,22 @@ def test_cache_verify_finds_and_deletes_a_truncated_entry_and_clear_empties(dset
     assert list(Path(workdir, "entries").iterdir()) == []
 
 
+def test_cache_verify_quick_reads_no_pixels_and_full_finds_a_bit_flip(dset, tmp_path, capsys):
+    workdir = str(tmp_path / "cache")
+    warmup(dset, backend="npy", workdir=workdir, workers=0, progress=False)
+    path = CocoSampler(dset, workdir=workdir, backend="npy").entry(1).path
+    with open(path, "r+b") as file:  # one pixel's bit, far from the header: sizes and headers still agree
+        file.seek(-7, os.SEEK_END)
+        byte = file.read(1)
+        file.seek(-7, os.SEEK_END)
+        file.write(bytes([byte[0] ^ 1]))
+    assert main(["cache", "verify", "--quick", "--workdir", workdir]) == 0
+    assert "3 of 3 entries ok" in capsys.readouterr().out
+    assert main(["cache", "verify", "--workdir", workdir]) == 1
+    out = capsys.readouterr().out
+    assert "corrupt" in out and "2 of 3 entries ok" in out
+
+
 def test_cache_dir_defaults_to_env_var(dset, tmp_path, monkeypatch):
     monkeypatch.setenv("NDPATCH_CACHE", str(tmp_path / "env-cache"))
     entry = CocoSampler(dset, backend="npy").entry(1)
