@@ -112,8 +112,9 @@ def import_pairs(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, o
     records = []
     for stem, image_path in images.items():
         label_path = labels[stem]
-        image_ds = gdalio.open_dataset(str(image_path))
-        label_ds = gdalio.open_dataset(str(label_path))
+        image_ds = gdalio.open_source(str(image_path))
+        with gdalio.thread_config({"GDAL_PAM_ENABLED": "NO"}):  # its histogram is not saved beside it
+            label_ds = gdalio.open_source(str(label_path))
         if (image_ds.RasterYSize, image_ds.RasterXSize) != (label_ds.RasterYSize, label_ds.RasterXSize):
             raise DatasetError(f"{label_path}: label raster is {label_ds.RasterYSize}x{label_ds.RasterXSize}, "
                                f"its image {image_path} is {image_ds.RasterYSize}x{image_ds.RasterXSize}")

@@ -174,10 +174,11 @@ def read_resampled(backend: Backend, entry: CacheEntry, tf: Any, shape: tuple[in
         if ds is None:
             ds, origin = _footprint_dataset(backend, entry, grid, rows, cols, bands)
             bands = None
-        if point_sampled:
-            _warp_point_sampled(ds, entry, grid, origin, bands, out, interpolation)
-        else:
-            _read_segments(ds, entry, rows, cols, origin, bands, out, INTERPOLATIONS[interpolation][0])
+        with gdalio.corrupt_data_errors(entry.describe(), ds):
+            if point_sampled:
+                _warp_point_sampled(ds, entry, grid, origin, bands, out, interpolation)
+            else:
+                _read_segments(ds, entry, rows, cols, origin, bands, out, INTERPOLATIONS[interpolation][0])
     if fill is not None and math.isnan(fill) and entry.nodata is not None:
         out[out == entry.nodata] = np.nan
     return out
@@ -235,8 +236,9 @@ def _warp_point_sampled(ds: gdal.Dataset, entry: CacheEntry, grid: GridMap, orig
     factor_x = factor_y = 1.0
     level = _overview_level(ds, min(grid.scale_x, grid.scale_y)) if entry.kind in ("gdal", "cog") else None
     if level is not None:
-        ds = gdal.OpenEx(entry.path, gdal.OF_RASTER | gdal.OF_READONLY,
-                         open_options=[f"OVERVIEW_LEVEL={level}"])
+        overview = gdal.Translate("", ds, format="VRT", overviewLevel=level)
+        overview.source = ds  # the VRT reads from ds: keep it open as long as the VRT
+        ds = overview
         factor_x = entry.width / ds.RasterXSize
         factor_y = entry.height / ds.RasterYSize
     # a VRT does not own its source dataset: keep ``ds`` referenced while ``src`` is used

@@ -29,11 +29,14 @@ def make_backend(backend: Any = None, workdir: str | None = None, **options) -> 
     """A backend from a name (``None``/``'direct'``, ``'npy'``, ``'cog'``, ``'auto'``) or an instance.
 
     The cache directory is ``workdir``, else ``$NDPATCH_CACHE``, else the per-user cache dir.
+    Every backend takes ``allow_vrt`` (read GDAL VRTs whose files are all inside the
+    dataset's folder; off by default).
     """
     if backend is None or backend == "direct":
+        allow_vrt = options.pop("allow_vrt", False)
         if options:
-            raise NdpatchError(f"the direct backend takes no options, got {sorted(options)}")
-        return DirectBackend()
+            raise NdpatchError(f"the direct backend takes only allow_vrt, got {sorted(options)}")
+        return DirectBackend(allow_vrt)
     if isinstance(backend, str):
         if backend not in CACHE_BACKENDS:
             raise NdpatchError(f"unknown backend {backend!r}; expected None, 'direct', "

@@ -39,7 +39,7 @@ from ndpatch.cache.base import CacheEntry, ImageSource
 from ndpatch.cache.direct import DirectBackend
 from ndpatch.cache.npy import PROGRESS_DELAY, NpyBackend, check_size, entry_from_sidecar, raster_fields
 from ndpatch.cache.store import KeyedCache, atomic_publish, file_checksum
-from ndpatch.cache.validity import raster_mask_kind, read_entry_mask
+from ndpatch.cache.validity import raster_mask_kind
 from ndpatch.errors import CacheConversionError, CorruptCacheError, NdpatchError
 
 #: Codecs that never change a pixel: a tiled GeoTIFF using one of these is read in place.
@@ -111,7 +111,8 @@ def convert_to_cog(source: ImageSource, dest: Path, settings: dict,
             def report(complete: float, message, data) -> int:
                 bar.update(round(100 * complete) - bar.n)
                 return 1
-            out = gdal.Translate(tmp, ds, format="COG", creationOptions=options, callback=report)
+            with gdalio.cache_file_config(), gdalio.corrupt_data_errors(what, ds):
+                out = gdal.Translate(tmp, ds, format="COG", creationOptions=options, callback=report)
         if out is None:
             raise CacheConversionError(f"{what}: GDAL's COG driver returned nothing")
         out.FlushCache()
@@ -135,12 +136,12 @@ def convert_to_cog(source: ImageSource, dest: Path, settings: dict,
 def check_cog(path: Path, height: int, width: int, bands: int, mask: str) -> None:
     """Raise CorruptCacheError unless ``path`` opens as a tiled GeoTIFF of the given size and mask kind."""
     try:
-        ds = gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_READONLY, allowed_drivers=["GTiff"])
+        ds = gdalio.open_cache_file(str(path))
         found = (ds.RasterYSize, ds.RasterXSize, ds.RasterCount)
         found_mask = raster_mask_kind(ds)
         ds.GetRasterBand(ds.RasterCount).GetOverview(0)  # reads the last IFD: fails if truncated
         del ds
-    except RuntimeError as err:
+    except (RuntimeError, OSError) as err:
         raise CorruptCacheError(f"cache file {path} does not open as a GeoTIFF: {err}") from err
     if found != (height, width, bands):
         raise CorruptCacheError(f"cache file {path} is {found}, expected {(height, width, bands)}")
@@ -176,6 +177,8 @@ class CogBackend(KeyedCache):
             them hangs. ``ndpatch warmup`` gets its parallelism from processes.
         content_hash: also key entries on a sha256 of the source bytes.
         progress: show a progress bar for conversions that take more than a few seconds.
+        allow_vrt: also convert GDAL VRTs whose files are all inside the dataset's folder
+            (their entries are keyed apart from those of backends that refuse VRTs).
     """
 
     name = "cog"
@@ -184,19 +187,20 @@ class CogBackend(KeyedCache):
     def __init__(self, workdir: str | os.PathLike | None = None, blocksize: int = 256,
                  compress: str | None = None, level: int | None = None, quality: int = 90,
                  overviews: bool = True, in_place: bool = True, threads: int | str = 1,
-                 content_hash: bool = False, progress: bool = True):
+                 content_hash: bool = False, progress: bool = True, allow_vrt: bool = False):
         if int(blocksize) < 128 or int(blocksize) % 16:
             raise NdpatchError(f"COG blocksize must be a multiple of 16 and >= 128, not {blocksize}")
         super().__init__(workdir, content_hash, progress)
         self.settings = {"blocksize": int(blocksize), "compress": (compress or default_compress()).upper(),
                          "level": level, "quality": int(quality), "overviews": bool(overviews),
-                         "in_place": bool(in_place)}
+                         "in_place": bool(in_place), **({"allow_vrt": True} if allow_vrt else {})}
         self.threads = threads
-        self._direct = DirectBackend()
+        self.allow_vrt = bool(allow_vrt)
+        self._direct = DirectBackend(allow_vrt)
 
     def build(self, source: ImageSource, dest: Path) -> dict:
         """Decide in place or convert; returns the sidecar fields."""
-        ds = gdalio.open_dataset(source.path, source.describe())
+        ds = gdalio.source_opener(self.allow_vrt, source.bundle_dpath)(source.path, source.describe())
         info = gdalio.raster_info(ds)
         if self.settings["in_place"] and readable_in_place(info):
             return {**raster_fields(info), "kind": "cog", "file": None, "nbytes": 0, "checksum": None,
@@ -210,14 +214,19 @@ class CogBackend(KeyedCache):
         path = source.path if sidecar["in_place"] else str(dest)
         if converted:
             gdalio.POOL.forget(path)
-        return entry_from_sidecar(source, path, sidecar, converted)
+        entry = entry_from_sidecar(source, path, sidecar, converted)
+        entry.meta["opener"] = gdalio.SOURCE if sidecar["in_place"] else gdalio.open_cache_file
+        return entry
+
+    def gdal_dataset(self, entry: CacheEntry) -> gdal.Dataset:
+        return self._direct.gdal_dataset(entry)
 
     def read_into(self, entry: CacheEntry, rows: slice, cols: slice,
                   bands: list[int] | None, out: np.ndarray) -> None:
         self._direct.read_into(entry, rows, cols, bands, out)
 
     def read_mask_into(self, entry: CacheEntry, rows: slice, cols: slice, out: np.ndarray) -> None:
-        read_entry_mask(entry, rows, cols, out)
+        self._direct.read_mask_into(entry, rows, cols, out)
 
 
 class AutoBackend:
@@ -230,9 +239,11 @@ class AutoBackend:
     name = "auto"
 
     def __init__(self, workdir: str | os.PathLike | None = None, npy_max_mb: float = 1024,
-                 content_hash: bool = False, progress: bool = True, **cog_options):
-        self.npy = NpyBackend(workdir, content_hash=content_hash, progress=progress)
-        self.cog = CogBackend(workdir, content_hash=content_hash, progress=progress, **cog_options)
+                 content_hash: bool = False, progress: bool = True, allow_vrt: bool = False,
+                 **cog_options):
+        self.npy = NpyBackend(workdir, content_hash=content_hash, progress=progress, allow_vrt=allow_vrt)
+        self.cog = CogBackend(workdir, content_hash=content_hash, progress=progress, allow_vrt=allow_vrt,
+                              **cog_options)
         self.store = self.npy.store
         self.npy_max_mb = npy_max_mb
 
@@ -243,7 +254,8 @@ class AutoBackend:
             return self.npy
         if self.cog.cached(source, identity):
             return self.cog
-        info = gdalio.raster_info(gdalio.POOL.get(source.path, source.describe()))
+        opener = gdalio.source_opener(self.cog.allow_vrt, source.bundle_dpath)
+        info = gdalio.raster_info(gdalio.POOL.get(source.path, source.describe(), opener=opener))
         if self.cog.settings["in_place"] and readable_in_place(info):
             return self.cog
         decoded_mb = info.height * info.width * info.bands * info.dtype.itemsize / 2**20
@@ -256,6 +268,9 @@ class AutoBackend:
     def ensure(self, source: ImageSource) -> CacheEntry:
         identity = self.npy.identity(source)
         return self.choose(source, identity).ensure(source, identity)
+
+    def gdal_dataset(self, entry: CacheEntry) -> gdal.Dataset | None:
+        return self.cog.gdal_dataset(entry) if entry.kind == "cog" else None
 
     def read_into(self, entry: CacheEntry, rows: slice, cols: slice,
                   bands: list[int] | None, out: np.ndarray) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,39 +50,72 @@ SIDECAR_ROOM = 64 << 10
 
 
 class MemmapPool:
-    """Read-only memmaps (as plain ndarrays) by path and file identity, per process, at most ``capacity`` open.
+    """Read-only memmaps (as plain ndarrays) of npy entries, per process, at most ``capacity`` open.
 
-    A cache file rebuilt at the same path (a corrupt entry replaced) gets a new
-    map, never the old file's. A forked child starts empty; the oldest opened
-    map is dropped first.
+    Maps are keyed by path and file identity: a cache file rebuilt at the same
+    path (a corrupt entry replaced) gets a new map, never the old file's. Each
+    map holds a descriptor (numpy's mmap keeps a duplicate of the file's), so
+    the pool takes its share of the process budget
+    (:data:`ndpatch.gdalio.OPEN_FILES_BUDGET`, the half the handle pool does not
+    take); the oldest map is dropped first (a caller still holding its array
+    keeps it alive). Before each new map the file's size is checked against its
+    ``.npy`` header and the entry's shape and dtype, so a truncated entry raises
+    CorruptCacheError naming the image instead of crashing the reader. The
+    window that remains: a file truncated *after* it was mapped kills the
+    process with SIGBUS on the first read of a missing page (ndpatch only ever
+    replaces cache files, never truncates them). A forked child starts empty.
 
     Example:
         >>> MemmapPool(capacity=8).capacity
         8
     """
 
-    def __init__(self, capacity: int = 256):
-        self.capacity = capacity
+    def __init__(self, capacity: int):
+        self.capacity = max(1, int(capacity))
         self._arrays: dict[str, tuple[tuple | None, np.ndarray]] = {}
-        os.register_at_fork(after_in_child=self._arrays.clear)
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._after_fork)
 
-    def get(self, path: str, identity: tuple | None = None) -> np.ndarray:
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._arrays.clear()
+
+    def get(self, entry: CacheEntry, mask: bool = False) -> np.ndarray:
+        """The pixels (or, ``mask=True``, the mask) array of an npy entry, mapped on first use."""
+        path, identity = (entry.meta["mask_path"], entry.meta["mask_identity"]) if mask else (entry.path, entry.identity)
         held = self._arrays.get(path)
         if held is not None and held[0] == identity:
             return held[1]
-        array = np.asarray(np.load(path, mmap_mode="r"))  # a plain view: cheaper slicing
-        self._arrays.pop(path, None)
-        if len(self._arrays) >= self.capacity:
-            self._arrays.pop(next(iter(self._arrays)), None)
-        self._arrays[path] = (identity, array)
+        shape = (entry.height, entry.width) if mask else (entry.height, entry.width, entry.bands)
+        array = map_npy(Path(path), shape, np.dtype(np.uint8) if mask else entry.dtype, entry.describe())
+        with self._lock:
+            self._arrays.pop(path, None)
+            while len(self._arrays) >= self.capacity:
+                self._arrays.pop(next(iter(self._arrays)))
+            self._arrays[path] = (identity, array)
         return array
 
     def forget(self, path: str) -> None:
-        self._arrays.pop(path, None)
+        with self._lock:
+            self._arrays.pop(path, None)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
 
 
-#: The process-wide pool of open cache memmaps.
-MEMMAPS = MemmapPool()
+def map_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype, what: str) -> np.ndarray:
+    """Map a cache ``.npy`` read-only after checking it is complete; CorruptCacheError names ``what``."""
+    try:
+        check_npy(path, shape, dtype)
+        return np.asarray(np.load(path, mmap_mode="r"))  # a plain view: cheaper slicing
+    except CorruptCacheError as err:
+        raise CorruptCacheError(f"{what}: {err}") from None
+    except (OSError, ValueError) as err:  # changed between the check and the map
+        raise CorruptCacheError(f"{what}: cache file {path} cannot be mapped: {err}") from err
+
+
+#: The process-wide pool of open cache memmaps: the half of the budget the handle pool leaves.
+MEMMAPS = MemmapPool(gdalio.OPEN_FILES_BUDGET - gdalio.POOL.capacity)
 
 
 def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
@@ -136,15 +170,17 @@ def mask_path(dest: Path) -> Path:
     return dest.with_name(dest.name.removesuffix(".npy") + ".mask.npy")
 
 
-def convert_to_npy(source: ImageSource, dest: Path, progress: bool = True) -> dict:
-    """Decode ``source`` into ``dest`` (an H×W×C ``.npy``, and its mask) atomically; returns the sidecar fields.
+def convert_to_npy(source: ImageSource, dest: Path, progress: bool = True, opener=gdalio.SOURCE) -> dict:
+    """Decode ``source`` (opened with ``opener``) into ``dest`` (an H×W×C ``.npy``, and its mask) atomically.
+
+    Returns the sidecar fields.
 
     Free space is checked first: a conversion that cannot fit raises
     CacheConversionError giving the bytes needed and available, before
     anything is written.
     """
     what = source.describe()
-    ds = gdalio.open_dataset(source.path, what)
+    ds = opener(source.path, what)
     info = gdalio.raster_info(ds)
     shape = (info.height, info.width, info.bands)
     kind = raster_mask_kind(ds)
@@ -248,15 +284,23 @@ class NpyBackend(KeyedCache):
         workdir: the cache root (default ``$NDPATCH_CACHE``, else the per-user cache dir).
         content_hash: also key entries on a sha256 of the source bytes.
         progress: show a progress bar for conversions that take more than a few seconds.
+        allow_vrt: also convert GDAL VRTs whose files are all inside the dataset's folder
+            (their entries are keyed apart from those of backends that refuse VRTs).
     """
 
     name = "npy"
-    settings: dict = {}
     validate = staticmethod(validate_npy)
 
+    def __init__(self, workdir: str | os.PathLike | None = None, content_hash: bool = False,
+                 progress: bool = True, allow_vrt: bool = False):
+        super().__init__(workdir, content_hash, progress)
+        self.allow_vrt = bool(allow_vrt)
+        self.settings = {"allow_vrt": True} if allow_vrt else {}
+
     def ensure(self, source: ImageSource, identity: dict | None = None) -> CacheEntry:
+        opener = gdalio.source_opener(self.allow_vrt, source.bundle_dpath)
         dest, sidecar, converted = self.publish(
-            source, lambda dest: convert_to_npy(source, dest, self.progress), identity)
+            source, lambda dest: convert_to_npy(source, dest, self.progress, opener), identity)
         if converted:
             MEMMAPS.forget(str(dest))
             MEMMAPS.forget(str(mask_path(dest)))
@@ -264,8 +308,8 @@ class NpyBackend(KeyedCache):
 
     def read_into(self, entry: CacheEntry, rows: slice, cols: slice,
                   bands: list[int] | None, out: np.ndarray) -> None:
-        window = MEMMAPS.get(entry.path, entry.identity)[rows, cols]
+        window = MEMMAPS.get(entry)[rows, cols]
         np.copyto(out, window if bands is None else window[..., bands])
 
     def read_mask_into(self, entry: CacheEntry, rows: slice, cols: slice, out: np.ndarray) -> None:
-        np.copyto(out, MEMMAPS.get(entry.meta["mask_path"], entry.meta["mask_identity"])[rows, cols])
+        np.copyto(out, MEMMAPS.get(entry, mask=True)[rows, cols])

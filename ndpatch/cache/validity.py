@@ -82,12 +82,6 @@ def read_raster_mask(ds: gdal.Dataset, rows: slice, cols: slice, out: np.ndarray
                               f"cols {cols.start}:{cols.stop} failed: {err}") from err
 
 
-def read_entry_mask(entry: CacheEntry, rows: slice, cols: slice, out: np.ndarray) -> None:
-    """``read_mask_into`` of backends whose entries are GDAL rasters (direct, COG, in place)."""
-    ds = gdalio.POOL.get(entry.path, entry.describe(), entry.identity)
-    read_raster_mask(ds, rows, cols, out, entry.describe())
-
-
 def read_valid_mask(backend: Backend, entry: CacheEntry, rows: slice, cols: slice,
                     pixels: np.ndarray | None = None) -> np.ndarray:
     """An H×W bool array: True where the window's pixel is inside the image and valid.
