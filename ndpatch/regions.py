@@ -253,7 +253,8 @@ def build_targets(dataset: dict, image_dims=None) -> tuple[dict[str, np.ndarray]
     ``dataset`` is a COCO dict (``images``, ``annotations``). ``image_dims(gid)``
     gives ``(height, width)`` of images whose record lacks them. Besides
     :data:`TABLE_COLUMNS` the table has ``ann_index`` (position in the
-    annotation list) and ``has_segmentation``. The images table has ``gid``,
+    annotation list), ``has_segmentation`` and ``x``, ``y`` (the box's corner as
+    given: ``cy - height / 2`` may differ from it by an ulp). The images table has ``gid``,
     ``width``, ``height``, ``start``/``stop`` (their rows in the targets table).
     """
     imgs = dataset.get("images", [])
@@ -291,7 +292,7 @@ def build_targets(dataset: dict, image_dims=None) -> tuple[dict[str, np.ndarray]
         "aid": aid[order], "gid": gid[order], "category_id": cid[order],
         "cx": x + w / 2, "cy": y + h / 2, "width": w, "height": h,
         "img_width": img_w[row[order]], "img_height": img_h[row[order]],
-        "ann_index": order, "has_segmentation": has_sseg[order],
+        "ann_index": order, "has_segmentation": has_sseg[order], "x": x, "y": y,
     }
     images = {
         "gid": img_gid, "width": img_w, "height": img_h,
@@ -517,7 +518,7 @@ class Regions:
             return entry.height, entry.width
         self._table, self._images = build_targets(self.sampler.dset.dataset, image_dims)
         self._foreign = split_obstacles(self.sampler.dset.dataset.get("images", []), self._images)
-        x, y = self._table["cx"] - self._table["width"] / 2, self._table["cy"] - self._table["height"] / 2
+        x, y = self._table["x"], self._table["y"]  # as given: cy - height / 2 may be an ulp off
         self._bounds = (x, y, np.maximum(x + self._table["width"], x + _EPS),
                         np.maximum(y + self._table["height"], y + _EPS))
 
