@@ -30,13 +30,13 @@ from ndpatch.errors import (CacheConversionError, ChannelError, CorruptCacheErro
 from ndpatch.errors import SamplingError
 from ndpatch.errors import ExportError, OutputExistsError
 from ndpatch.pairs import import_pairs
-from ndpatch.regions import Regions, SamplingConfig
+from ndpatch.sampling import Regions, SamplingConfig
 from ndpatch.sampler import CocoSampler
 from ndpatch.splits import split_dataset
 from ndpatch.stitch import Stitcher
 from ndpatch.target import Target
+from ndpatch.version import __version__
 
-__version__ = "0.1.0"
 
 __all__ = [
     "CocoSampler", "Target",

@@ -251,6 +251,35 @@ def segmentation_geometry(ann: dict, warp=None):
     return None if geom.is_empty or geom.area == 0 else geom
 
 
+def warp_boxes(boxes: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """xywh boxes → the xywh bounding boxes of their corners mapped by a 3×3 matrix.
+
+    Example:
+        >>> warp_boxes(np.array([[1.0, 2.0, 3.0, 4.0]]), np.diag([2.0, 0.5, 1.0])).tolist()
+        [[2.0, 1.0, 6.0, 2.0]]
+    """
+    x0, y0 = boxes[:, 0], boxes[:, 1]
+    x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
+    xs = np.stack([x0, x1, x1, x0], axis=1)
+    ys = np.stack([y0, y0, y1, y1], axis=1)
+    wx = matrix[0, 0] * xs + matrix[0, 1] * ys + matrix[0, 2]
+    wy = matrix[1, 0] * xs + matrix[1, 1] * ys + matrix[1, 2]
+    left, top = wx.min(axis=1), wy.min(axis=1)
+    return np.stack([left, top, wx.max(axis=1) - left, wy.max(axis=1) - top], axis=1)
+
+
+def track_ids(anns: list[dict]) -> np.ndarray:
+    """The ``track_id`` of each annotation (-1 without one): int64, or object for other id types.
+
+    Example:
+        >>> track_ids([{"track_id": 3}, {}]).tolist(), track_ids([{"track_id": "a"}]).dtype
+        ([3, -1], dtype('O'))
+    """
+    ids = [ann.get("track_id") for ann in anns]
+    integer = all(isinstance(t, (int, np.integer, type(None))) for t in ids)
+    return np.array([-1 if t is None else t for t in ids], dtype=np.int64 if integer else object)
+
+
 def stack_windows(windows: Sequence[Mapping]) -> dict[str, np.ndarray]:
     """The boxes, category ids and annotation ids of many windows' annotations, concatenated.
 

@@ -24,6 +24,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 
 from ndpatch import gdalio
+from ndpatch.dataset import Asset, image_files, load_dataset
 from ndpatch.errors import DatasetError, SourceReadError
 
 ogr.UseExceptions()
@@ -64,12 +65,28 @@ class Georef:
         return affine_to_gdal(self.transform)
 
 
+def georef_from(geotransform: Sequence[float] | None, crs_wkt: str | None) -> Georef | None:
+    """A :class:`Georef` from a GDAL geotransform and CRS (e.g. a cache entry's), None without one."""
+    return None if geotransform is None else Georef(gdal_to_affine(geotransform), crs_wkt)
+
+
 def raster_georef(path: str, what: str | None = None) -> Georef | None:
-    """The georeferencing a raster declares (None when it has no geotransform)."""
+    """The georeferencing a raster declares (None when it has no geotransform); opens it through GDAL."""
     info = gdalio.raster_info(gdalio.POOL.get(path, what))
-    if info.geotransform is None:
-        return None
-    return Georef(gdal_to_affine(info.geotransform), info.crs_wkt)
+    return georef_from(info.geotransform, info.crs_wkt)
+
+
+def files_georef(files: Sequence[Asset]) -> Georef | None:
+    """An image's pixel → world georeferencing from its files: the first georeferenced one, warped.
+
+    Opens the files' headers through GDAL (a sampler takes it from its cache
+    entries instead: :class:`ndpatch.record.ImageRecord`).
+    """
+    for asset in files:
+        georef = raster_georef(asset.source.path, asset.source.describe())
+        if georef is not None:
+            return georef.warped(asset.warp.inv())
+    return None
 
 
 def write_geotiff(path: str | os.PathLike, im: np.ndarray, georef: Georef | None,
@@ -99,8 +116,9 @@ def write_sample(sampler, target: dict, path: str | os.PathLike) -> dict:
     if params["geotransform"] is not None:
         georef = Georef(gdal_to_affine(params["geotransform"]), params["crs"])
     nodata = sample["target"].get("fill", sample["target"].get("nodata"))
-    if nodata is None and not sampler.index.is_multi_asset(sample["target"]["gid"]):
-        nodata = sampler.entry(sample["target"]["gid"]).nodata
+    record = sampler.records.get(sample["target"]["gid"])
+    if nodata is None and not record.multi:
+        nodata = record.entry.nodata
     write_geotiff(path, sample["im"], georef, None if isinstance(nodata, str) else nodata)
     return sample
 
@@ -144,16 +162,16 @@ def import_vectors(dset, vectors: str, category_field: str | None = None,
     import shapely
     import shapely.affinity
     import shapely.geometry
-    from ndpatch.index import DatasetIndex
     if (category_field is None) == (category is None):
         raise DatasetError("import-vectors needs exactly one of category_field and category")
-    index = DatasetIndex(dset)
-    dset = index.dset
+    dset = load_dataset(dset)
     features = _read_features(vectors, category_field, category, layer)
     counts = Counter()
     for gid in sorted(dset.index.imgs):
-        georef = index.georef(gid)
-        height, width = index.image_dims(gid) or (None, None)
+        img = dset.index.imgs[gid]
+        georef = files_georef(image_files(img, str(dset.bundle_dpath)))
+        declared = img.get("height") is not None and img.get("width") is not None
+        height, width = (int(img["height"]), int(img["width"])) if declared else (None, None)
         if georef is None or georef.crs_wkt is None or height is None:
             counts["images_without_georef"] += 1
             continue

@@ -1,10 +1,11 @@
 """The dataset index: a thin adapter over ``kwcoco.CocoDataset``.
 
-It loads the dataset (a ``CocoDataset``, a kwcoco json or a plain MS-COCO json),
-resolves each image's raster path against the bundle directory, maps channel
-names to band indices, and keeps per-image annotation arrays for fast window
-queries. Unknown ids and unreadable datasets raise ndpatch errors that name
-them.
+Lookups by id (images, annotations, videos, with errors that name them),
+each image's files as the dataset declares them (memoised: parsed once), frame
+orders of videos, and per-image annotation arrays for fast window queries.
+Nothing here opens a pixel file except :meth:`DatasetIndex.georef`; what an
+image *is* on disk (size, dtype, nodata, entries) is the image record's
+(:mod:`ndpatch.record`). The record parsing itself is :mod:`ndpatch.dataset`'s.
 
 Example:
     >>> from ndpatch.demo import kwcoco_demo
@@ -16,89 +17,28 @@ Example:
 """
 from __future__ import annotations
 
-import functools
-import json
-import os
 from collections import OrderedDict
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import kwcoco
-import numpy as np
 
 from ndpatch.annots import ImageAnnots
 from ndpatch.cache.base import ImageSource
-from ndpatch.errors import ChannelError, DatasetError, UnknownAnnotationError, UnknownImageError
-
-#: Channel names assumed for images whose record declares none, by band count.
-DEFAULT_CHANNELS = {1: ("gray",), 3: ("r", "g", "b"), 4: ("r", "g", "b", "a")}
-#: Channel names of label rasters (a mask asset: one class id per pixel), left out of ``im`` by default.
-LABEL_CHANNELS = ("class_id",)
-
-
-@dataclass(frozen=True)
-class Asset:
-    """One file of a multi-file image: its source and the warp from its pixels to image pixels."""
-
-    source: ImageSource
-    warp: Any  # kwimage.Affine, asset pixel -> image pixel
-
-
-
-
-def channel_names(spec: str | list[str]) -> tuple[str, ...]:
-    """The channel names of a kwcoco channel spec (``'r|g|b'``, ``'rgb'``, ``'B1|B8'`` ...).
-
-    Example:
-        >>> channel_names("rgb"), channel_names("red|nir"), channel_names(["a", "b"])
-        (('r', 'g', 'b'), ('red', 'nir'), ('a', 'b'))
-    """
-    return _parse_channels(spec) if isinstance(spec, str) else tuple(str(name) for name in spec)
-
-
-@functools.lru_cache(maxsize=1024)
-def _parse_channels(spec: str) -> tuple[str, ...]:
-    from delayed_image.channel_spec import FusedChannelSpec  # imported on first use: ~0.5 s
-    return tuple(FusedChannelSpec.coerce(spec).normalize().as_list())
-
-
-def load_dataset(dset: Any) -> kwcoco.CocoDataset:
-    """A ``CocoDataset`` from a dataset, a dict, or a path to a kwcoco / MS-COCO json."""
-    if isinstance(dset, kwcoco.CocoDataset):
-        return dset
-    if isinstance(dset, dict):
-        try:
-            return kwcoco.CocoDataset(dset)
-        except Exception as err:
-            raise DatasetError(f"invalid dataset dict: {err}") from err
-    if isinstance(dset, (str, os.PathLike)):
-        path = Path(dset)
-        if not path.is_file():
-            raise DatasetError(f"dataset file does not exist: {path}")
-        try:
-            with open(path) as file:
-                data = json.load(file)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DatasetError(f"{path}: malformed json: {err}") from err
-        if not isinstance(data, dict) or not isinstance(data.get("images", []), list):
-            raise DatasetError(f"{path}: not a COCO dataset (expected an object with an 'images' list)")
-        try:
-            dataset = kwcoco.CocoDataset(data, bundle_dpath=str(path.parent.resolve()))
-            dataset.fpath = str(path)
-            return dataset
-        except Exception as err:
-            raise DatasetError(f"{path}: invalid COCO dataset: {err}") from err
-    raise DatasetError(f"cannot make a dataset from a {type(dset).__name__}")
+from ndpatch.dataset import (DEFAULT_CHANNELS, LABEL_CHANNELS, Asset, band_indices, channel_names,  # noqa: F401
+                             frame_files, image_files, is_multi_file, load_dataset, resolve_path)
+from ndpatch.dataset import channel_plan as file_channel_plan
+from ndpatch.errors import DatasetError, UnknownAnnotationError, UnknownImageError, UnknownVideoError
+from ndpatch.geo import Georef, files_georef
 
 
 class DatasetIndex:
-    """Image, asset and annotation lookups over one ``CocoDataset``."""
+    """Image, file, video and annotation lookups over one ``CocoDataset``."""
 
     def __init__(self, dset: Any, annots_cache_size: int = 1024):
         self.dset = load_dataset(dset)
         self._annots: OrderedDict[int, ImageAnnots] = OrderedDict()
         self._annots_cache_size = annots_cache_size
+        self._files: dict[int, tuple[Asset, ...]] = {}
+        self._frame_files: dict[int, tuple[Asset, ...]] = {}
+        self._orders: dict[int, list[int]] = {}
 
     @property
     def bundle_dpath(self) -> str:
@@ -133,50 +73,40 @@ class DatasetIndex:
             return None
         return int(img["height"]), int(img["width"])
 
+    # -- files -------------------------------------------------------------------------
+    def files(self, gid: int) -> tuple[Asset, ...]:
+        """The files a 2-D window of image ``gid`` reads, with their warps (parsed once)."""
+        files = self._files.get(gid)
+        if files is None:
+            files = self._files[gid] = image_files(self.image(gid), self.bundle_dpath)
+        return files
+
+    def frame_files(self, gid: int) -> tuple[Asset, ...]:
+        """The files a video frame of image ``gid`` reads: ``file_name`` and every asset (parsed once)."""
+        files = self._frame_files.get(gid)
+        if files is None:
+            files = self._frame_files[gid] = frame_files(self.image(gid), self.bundle_dpath)
+        return files
+
     def source(self, gid: int) -> ImageSource:
-        """Where the pixels of image ``gid`` are, and its declared channel names."""
-        img = self.image(gid)
-        record = img
-        if not img.get("file_name"):
-            assets = img.get("assets") or img.get("auxiliary") or []
-            if len(assets) != 1:
-                raise DatasetError(f"image {gid} has no file_name and {len(assets)} assets; "
-                                   "ndpatch reads single-file images and single-asset images")
-            record = assets[0]
-        path = resolve_path(self.bundle_dpath, record["file_name"])
-        channels = record.get("channels", img.get("channels"))
-        if channels is not None:
-            channels = channel_names(channels)
-        return ImageSource(gid=gid, path=path, channels=channels, bundle_dpath=self.bundle_dpath)
+        """Where the pixels of single-file image ``gid`` are, and its declared channel names."""
+        if self.is_multi_asset(gid):
+            n = len(self.files(gid))
+            raise DatasetError(f"image {gid} has no file_name and {n} assets; "
+                               "ndpatch reads single-file images and single-asset images")
+        return self.files(gid)[0].source
 
     def is_multi_asset(self, gid: int) -> bool:
         """Whether image ``gid`` is made of asset files (no single ``file_name``)."""
-        img = self.image(gid)
-        return not img.get("file_name") and len(img.get("assets") or img.get("auxiliary") or []) > 1
+        return is_multi_file(self.image(gid))
 
     def sources(self, gid: int) -> list[ImageSource]:
         """The sources of every file of image ``gid`` (one for a single-file image)."""
-        return [asset.source for asset in self.assets(gid)]
+        return [asset.source for asset in self.files(gid)]
 
     def assets(self, gid: int) -> list[Asset]:
         """Every file of image ``gid`` with its channels and its warp to image pixels."""
-        import kwimage
-        img = self.image(gid)
-        if not self.is_multi_asset(gid):
-            return [Asset(self.source(gid), kwimage.Affine.eye())]
-        assets = []
-        for record in img.get("assets") or img.get("auxiliary"):
-            path = resolve_path(self.bundle_dpath, record["file_name"])
-            if record.get("channels") is None:
-                raise DatasetError(f"image {gid}: asset {path} declares no channels; every asset of a "
-                                   "multi-file image must name its channels")
-            channels = channel_names(record["channels"])
-            warp = record.get("warp_aux_to_img")
-            if warp is None and record.get("width") and img.get("width"):
-                warp = {"scale": (img["width"] / record["width"], img["height"] / record["height"])}
-            assets.append(Asset(ImageSource(gid=gid, path=path, channels=channels, bundle_dpath=self.bundle_dpath),
-                                kwimage.Affine.coerce(warp) if warp is not None else kwimage.Affine.eye()))
-        return assets
+        return list(self.files(gid))
 
     def channel_plan(self, gid: int, channels: Any) -> list[tuple[Asset, list[int], list[int]]]:
         """For a multi-file image: ``(asset, band indices, output positions)`` per asset to read.
@@ -184,61 +114,44 @@ class DatasetIndex:
         ``channels`` is ``'red|green|nir'`` (names, any assets), a list of names,
         or None for every channel that is not a label channel (``class_id``).
         """
-        assets = self.assets(gid)
-        names = [(k, b, name) for k, asset in enumerate(assets) for b, name in enumerate(asset.source.channels)]
-        if channels is None:
-            wanted = [name for _, _, name in names if name not in LABEL_CHANNELS]
-        elif isinstance(channels, str):
-            wanted = list(channel_names(channels))
-        else:
-            wanted = list(channels)
-        where = {name: (k, b) for k, b, name in reversed(names)}
-        plan: dict[int, tuple[list[int], list[int]]] = {}
-        for position, name in enumerate(wanted):
-            if name not in where:
-                raise ChannelError(f"image {gid} ({assets[0].source.path}, ...) has no channel {name!r}; "
-                                   f"it has {'|'.join(n for _, _, n in names)}")
-            k, b = where[name]
-            bands, positions = plan.setdefault(k, ([], []))
-            bands.append(b)
-            positions.append(position)
-        return [(assets[k], bands, positions) for k, (bands, positions) in sorted(plan.items())]
+        files = self.files(gid)
+        what = f"image {gid} ({files[0].source.path}, ...)"
+        return [(files[k], bands, positions) for k, bands, positions in file_channel_plan(files, channels, what)]
 
-    def georef(self, gid: int):
-        """Image ``gid``'s pixel → world georeferencing (:class:`ndpatch.geo.Georef`), or None."""
-        from ndpatch.geo import raster_georef
-        for asset in self.assets(gid):
-            georef = raster_georef(asset.source.path, asset.source.describe())
-            if georef is not None:
-                return georef.warped(asset.warp.inv())
-        return None
+    def georef(self, gid: int) -> Georef | None:
+        """Image ``gid``'s pixel → world georeferencing read from its files' headers, or None.
+
+        A sampler takes it from its image records (their cache entries) instead.
+        """
+        return files_georef(self.files(gid))
 
     def bands_for(self, gid: int, channels: Any, n_bands: int,
                   declared: tuple[str, ...] | None = None) -> list[int] | None:
         """0-based band indices for a channel request (names ``'r|g|b'`` or indices); None = all."""
-        if channels is None:
-            return None
-        if declared is None:
-            declared = self.source(gid).channels
-        names = declared or DEFAULT_CHANNELS.get(n_bands)
-        if isinstance(channels, str):
-            channels = list(channel_names(channels))
-        if isinstance(channels, (int, np.integer)):
-            channels = [channels]
-        bands = []
-        for channel in channels:
-            if isinstance(channel, (int, np.integer)):
-                if not 0 <= channel < n_bands:
-                    raise ChannelError(f"image {gid} ({self.source(gid).path}) has {n_bands} bands; "
-                                       f"band index {channel} is out of range")
-                bands.append(int(channel))
-            elif names is not None and channel in names:
-                bands.append(names.index(channel))
-            else:
-                raise ChannelError(f"image {gid} ({self.source(gid).path}) has no channel {channel!r}; "
-                                   f"it has {'|'.join(names) if names else f'{n_bands} unnamed bands'}")
-        return bands
+        source = self.source(gid)
+        return band_indices(channels, declared if declared is not None else source.channels, n_bands,
+                            source.describe())
 
+    # -- videos -------------------------------------------------------------------------
+    def video(self, vidid: int) -> dict:
+        """The video record; unknown ids raise UnknownVideoError."""
+        try:
+            return self.dset.index.videos[vidid]
+        except (KeyError, TypeError):
+            raise UnknownVideoError(f"unknown video id {vidid!r} in dataset {self.dset.fpath}") from None
+
+    def frame_order(self, vidid: int) -> list[int]:
+        """The image ids of a video, by frame index (memoised)."""
+        gids = self._orders.get(vidid)
+        if gids is None:
+            self.video(vidid)
+            imgs = self.dset.index.imgs
+            gids = sorted(self.dset.index.vidid_to_gids.get(vidid, ()),
+                          key=lambda gid: (imgs[gid].get("frame_index", 0), gid))
+            self._orders[vidid] = gids
+        return gids
+
+    # -- annotations ----------------------------------------------------------------------
     def image_annots(self, gid: int) -> ImageAnnots:
         """The annotation arrays of one image (cached, least recently used dropped)."""
         cached = self._annots.get(gid)
@@ -258,10 +171,3 @@ class DatasetIndex:
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["dset"], state["annots_cache_size"])
-
-
-def resolve_path(bundle_dpath: str, file_name: str) -> str:
-    """An image path: GDAL virtual paths and absolute paths as given, others under the bundle."""
-    if file_name.startswith("/vsi") or os.path.isabs(file_name):
-        return file_name
-    return os.path.normpath(os.path.join(bundle_dpath, file_name))

@@ -15,22 +15,22 @@ Example:
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
 
 import kwimage
 import numpy as np
 
+from ndpatch import geo
 from ndpatch.annots import window_annots
 from ndpatch.cache import make_backend
 from ndpatch.cache.base import CacheEntry, read_window
 from ndpatch.errors import TargetError
-from ndpatch import geo
-from ndpatch.index import LABEL_CHANNELS, DatasetIndex
+from ndpatch.index import DatasetIndex
 from ndpatch.masks import window_masks
+from ndpatch.readers import BATCH_THREADS, READERS
+from ndpatch.record import ImageRecord, ImageRecords
 from ndpatch.target import Target, parse_target, window_params
 from ndpatch.video import is_video_target, load_video_batch, load_video_sample
 from ndpatch.warp import read_aligned, read_resampled
@@ -46,6 +46,10 @@ class CocoSampler:
         backend: ``None`` (read sources directly through GDAL), or a cache
             backend name (``'npy'``, ``'cog'``, ``'auto'``) or instance.
         backend_options: settings passed to the backend (e.g. ``blocksize``).
+
+    Each request is parse → image record (:attr:`records`, resolved once per
+    image and re-checked at most once a second: an edited or replaced source is
+    served fresh) → read → annotations.
     """
 
     def __init__(self, dset: Any, workdir: str | None = None, backend: Any = None,
@@ -54,10 +58,7 @@ class CocoSampler:
         self.workdir = workdir
         self.verbose = verbose
         self.backend = make_backend(backend, workdir=workdir, **backend_options)
-        self._entries: dict[int, CacheEntry] = {}
-        self._asset_entries: dict[str, CacheEntry] = {}
-        self._georefs: dict[int, object] = {}
-        self._bands: dict[tuple, list[int] | None] = {}
+        self.records = ImageRecords(self.index, self.backend)
         self._regions = None
         self._classes = None
 
@@ -87,40 +88,26 @@ class CocoSampler:
 
     @property
     def regions(self):
-        """The targets table and sampling strategies (:class:`ndpatch.regions.Regions`)."""
+        """The targets table and sampling strategies (:class:`ndpatch.sampling.regions.Regions`)."""
         if self._regions is None:
-            from ndpatch.regions import Regions
+            from ndpatch.sampling.regions import Regions
             self._regions = Regions(self)
         return self._regions
 
     # -- pixels -------------------------------------------------------------------
     def entry(self, gid: int) -> CacheEntry:
-        """The readable form of image ``gid``, converted into the cache on first touch."""
-        entry = self._entries.get(gid)
-        if entry is None:
-            entry = self.backend.ensure(self.index.source(gid))
-            self._entries[gid] = entry
-        return entry
+        """The readable form of single-file image ``gid``, converted into the cache on first touch."""
+        record = self.records.get(gid)
+        if record.entry is None:
+            self.index.source(gid)  # raises: a multi-file image has one entry per file
+        return record.entry
+
+    def asset_entry(self, source) -> CacheEntry:
+        """The readable form of one file of an image (resolved once per image record)."""
+        return self.records.current(source.gid).entry_of(source)
 
     def _image_dims(self, gid: int) -> tuple[int, int]:
-        if self.index.is_multi_asset(gid):
-            dims = self.index.image_dims(gid)
-            if dims is None:
-                raise TargetError(f"image {gid}: a multi-file image needs width and height in its record")
-            return dims
-        entry = self.entry(gid)
-        return entry.height, entry.width
-
-    def _band_list(self, tr: Target, entry: CacheEntry) -> list[int] | None:
-        channels = tr.channels
-        if channels is None:
-            return None
-        key = (tr.gid, channels if isinstance(channels, str) else tuple(channels))
-        bands = self._bands.get(key, False)
-        if bands is False:
-            bands = self.index.bands_for(tr.gid, channels, entry.bands)
-            self._bands[key] = bands
-        return bands
+        return self.records.get(gid).dims
 
     def parse(self, target: dict) -> Target:
         """Validate a target dict into a :class:`~ndpatch.target.Target`."""
@@ -148,13 +135,15 @@ class CocoSampler:
         if target.get("gsd") is not None:
             target = {**target, "scale": self._gsd_scale(target)}
         tr = self.parse(target)
-        if tr.scale == 1 and not self.index.is_multi_asset(tr.gid):
-            entry = self.entry(tr.gid)
-            im = read_window(self.backend, entry, tr.rows, tr.cols, self._band_list(tr, entry),
+        record = self.records.get(tr.gid)
+        if tr.scale == 1 and not record.multi:
+            entry = record.entry
+            im = read_window(self.backend, entry, tr.rows, tr.cols, record.bands(tr.channels),
                              tr.fill, tr.dtype, out)
-            data_dims, nodata = (entry.height, entry.width), entry.nodata
+            data_dims, nodata, georef = (entry.height, entry.width), entry.nodata, record.georef
         else:
-            im, data_dims, nodata = self._read_resampled(tr, out)
+            record, im, nodata, georef = self.records.using(tr.gid, lambda rec: self._read_resampled(rec, tr, out))
+            data_dims = record.dims
         x0, y0, x1, y1 = tr.cols.start, tr.rows.start, tr.cols.stop, tr.rows.stop
         space_slice = tr.space_slice
         tf_rel_to_abs = kwimage.Affine(np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]]))
@@ -172,6 +161,10 @@ class CocoSampler:
             "window_dims": (space_slice[0].stop - space_slice[0].start,
                             space_slice[1].stop - space_slice[1].start),
         }
+        if georef is None:
+            window_georef = {"geotransform": None, "crs": None}
+        else:
+            window_georef = {"geotransform": georef.warped(tf_rel_to_abs).geotransform(), "crs": georef.crs_wkt}
         sample = {
             "im": im,
             "target": normalized,
@@ -180,7 +173,7 @@ class CocoSampler:
                 **window_params(x0, y0, x1, y1, tf_rel_to_abs, data_dims, tr.pad),
                 "scale": tr.scale,
                 "valid_fraction": valid_fraction,
-                **self._window_georef(tr.gid, tf_rel_to_abs),
+                **window_georef,
             },
             "classes": self.classes,
         }
@@ -189,7 +182,7 @@ class CocoSampler:
             sample["kp_classes"] = self.kp_classes
         if with_masks:
             sample.update(window_masks(sample["annots"], im.shape[:2]))
-            label_map = self._label_raster(tr, tf_rel_to_abs, im.shape[:2])
+            label_map = self.records.using(tr.gid, lambda rec: self._label_raster(rec, tf_rel_to_abs, im.shape[:2]))
             if label_map is not None:
                 sample["label_map"] = label_map
         return sample
@@ -199,61 +192,32 @@ class CocoSampler:
         gid = target.get("gid", target.get("image_id"))
         if gid is None and target.get("aid") is not None:
             gid = self.index.annotation(target["aid"])["image_id"]
-        georef = self._georef(gid)
+        georef = self.records.using(gid, lambda rec: rec.parts_georef(rec.parts(target.get("channels"))))
         if georef is None:
             raise TargetError(f"image {gid}: a gsd target needs a georeferenced image")
         return georef.gsd / float(target["gsd"])
 
-    def _georef(self, gid: int):
-        if gid not in self._georefs:
-            self._georefs[gid] = self.index.georef(gid)
-        return self._georefs[gid]
+    def _read_resampled(self, record: ImageRecord, tr: Target, out: np.ndarray | None):
+        """A scaled and/or multi-file window: every file resampled onto the sample grid.
 
-    def _window_georef(self, gid: int, tf_rel_to_abs) -> dict:
-        """``geotransform`` (GDAL order) and ``crs`` (WKT) of the sample's pixel grid, when georeferenced."""
-        georef = self._georef(gid)
-        if georef is None:
-            return {"geotransform": None, "crs": None}
-        return {"geotransform": georef.warped(tf_rel_to_abs).geotransform(), "crs": georef.crs_wkt}
-
-    def asset_entry(self, source) -> CacheEntry:
-        """The readable form of one asset file (cached once per path)."""
-        entry = self._asset_entries.get(source.path)
-        if entry is None:
-            entry = self._asset_entries[source.path] = self.backend.ensure(source)
-        return entry
-
-    def _read_resampled(self, tr: Target, out: np.ndarray | None):
-        """A scaled and/or multi-file window: every asset resampled onto the sample grid."""
+        Returns ``(record, im, nodata, georef)``.
+        """
         tf = kwimage.Affine.translate((tr.cols.start, tr.rows.start)) @ kwimage.Affine.scale(1 / tr.scale)
-        if self.index.is_multi_asset(tr.gid):
-            plan = self.index.channel_plan(tr.gid, tr.channels)
-            parts = [(self.asset_entry(asset.source), asset.warp, bands, positions)
-                     for asset, bands, positions in plan]
-            n_channels = sum(len(positions) for *_, positions in plan)
-            data_dims = self._image_dims(tr.gid)
-        else:
-            entry = self.entry(tr.gid)
-            bands = self._band_list(tr, entry)
-            n_channels = entry.bands if bands is None else len(bands)
-            parts = [(entry, kwimage.Affine.eye(), bands if bands is not None else list(range(entry.bands)),
-                      list(range(n_channels)))]
-            data_dims = (entry.height, entry.width)
+        parts = record.parts(tr.channels)
+        n_channels = sum(len(positions) for *_, positions in parts)
         im = read_aligned(self.backend, parts, tf, tr.shape, n_channels, tr.fill, tr.dtype,
                           interpolation=tr.interpolation, antialias=tr.antialias, out=out)
         nodatas = {entry.nodata for entry, *_ in parts}
-        return im, data_dims, nodatas.pop() if len(nodatas) == 1 else None
+        return record, im, nodatas.pop() if len(nodatas) == 1 else None, record.parts_georef(parts)
 
-    def _label_raster(self, tr: Target, tf_rel_to_abs, shape: tuple[int, int]) -> np.ndarray | None:
-        """The window of the image's label raster (an asset with channel ``class_id``), if it has one."""
-        if not self.index.is_multi_asset(tr.gid):
+    def _label_raster(self, record: ImageRecord, tf_rel_to_abs, shape: tuple[int, int]) -> np.ndarray | None:
+        """The window of the image's label raster (a file with channel ``class_id``), if it has one."""
+        asset = record.label_file()
+        if asset is None:
             return None
-        for asset in self.index.assets(tr.gid):
-            if asset.source.channels and asset.source.channels[0] in LABEL_CHANNELS:
-                entry = self.asset_entry(asset.source)
-                return read_resampled(self.backend, entry, asset.warp.inv() @ tf_rel_to_abs, shape, [0], 0,
-                                      np.int32, interpolation="nearest")[..., 0]
-        return None
+        entry = record.entry_of(asset.source)
+        return read_resampled(self.backend, entry, asset.warp.inv() @ tf_rel_to_abs, shape, [0], 0,
+                              np.int32, interpolation="nearest")[..., 0]
 
     def _window_annots(self, tr: Target, visible_thresh: float = 0.0, annot_ids=None):
         """The annotations that touch the window read for ``tr``, in its pixel frame."""
@@ -276,10 +240,11 @@ class CocoSampler:
         values. Reads are grouped by image and each window goes straight into
         its slot of ``out`` (allocated when not given; a caller's buffer, e.g.
         ``pinned_tensor.numpy()``, must have the batch's shape and dtype).
-        Windows that GDAL decodes (direct and COG backends) are read on a
-        bounded pool of ``threads`` threads (default :data:`BATCH_THREADS`;
-        ``1`` reads in this thread); memory-mapped windows are copied in this
-        thread. Pixels and annotations equal :meth:`load_sample` per target.
+        Windows that GDAL decodes (direct and COG backends) are read by
+        ``threads`` threads of the process's reader pool (default
+        :data:`~ndpatch.readers.BATCH_THREADS`; ``1`` reads in this thread);
+        memory-mapped windows are copied in this thread. Pixels and annotations
+        equal :meth:`load_sample` per target.
 
         Returns a dict with ``im`` (B×H×W×C), ``targets`` (the parsed targets)
         and, when ``with_annots``, ``annots`` (one entry per target, the keys of
@@ -296,36 +261,34 @@ class CocoSampler:
             >>> batch["im"].shape, len(batch["annots"])
             ((2, 32, 32, 3), 2)
         """
+        threads = BATCH_THREADS if threads is None else max(1, int(threads))
         if any(is_video_target(tr) for tr in targets):
-            threads = BATCH_THREADS if threads is None else max(1, int(threads))
-            return load_video_batch(self, targets, with_annots, out,
-                                    _reader_pool(threads) if threads > 1 else None)
+            return load_video_batch(self, targets, with_annots, out, threads)
         parsed = [tr if isinstance(tr, Target) else self.parse(tr) for tr in targets]
         if not parsed:
             raise TargetError("load_batch needs at least one target")
+        records = [self.records.get(tr.gid) for tr in parsed]
         # Scaled and multi-file windows are resampled (as in load_sample), then copied into their slot.
-        resampled = {i: self._read_resampled(tr, None)[0] for i, tr in enumerate(parsed)
-                     if tr.scale != 1 or self.index.is_multi_asset(tr.gid)}
-        entries = [None if i in resampled else self.entry(tr.gid) for i, tr in enumerate(parsed)]
-        bands = [None if entry is None else self._band_list(tr, entry) for tr, entry in zip(parsed, entries)]
+        resampled = {i: self.records.using(tr.gid, lambda rec, tr=tr: self._read_resampled(rec, tr, None))[1]
+                     for i, (tr, record) in enumerate(zip(parsed, records)) if tr.scale != 1 or record.multi}
+        entries = [None if i in resampled else record.entry for i, record in enumerate(records)]
+        bands = [None if entry is None else record.bands(tr.channels)
+                 for tr, record, entry in zip(parsed, records, entries)]
         layouts = [(*resampled[i].shape, resampled[i].dtype) if entry is None else
                    (*tr.shape, entry.bands if band is None else len(band),
                     entry.dtype if tr.dtype is None else tr.dtype)
                    for i, (tr, entry, band) in enumerate(zip(parsed, entries, bands))]
         height, width, n_bands, dtype = layouts[0]
-
-        def describe(gid: int) -> str:
-            return f"image {gid} ({', '.join(source.path for source in self.index.sources(gid))})"
-        for tr, layout in zip(parsed, layouts):
+        for record, layout in zip(records, layouts):
             if layout != layouts[0]:
-                raise TargetError(f"{describe(tr.gid)}: its window is "
+                raise TargetError(f"{record.describe()}: its window is "
                                   f"{layout[:3]} {layout[3]} but the batch's first is {layouts[0][:3]} {dtype}; "
                                   "a batch needs one shape and dtype")
         shape = (len(parsed), height, width, n_bands)
         if out is None:
             out = np.empty(shape, dtype=dtype)
         elif out.shape != shape or out.dtype != dtype:
-            raise TargetError(f"{describe(parsed[0].gid)}: out buffer is {out.shape} {out.dtype}, "
+            raise TargetError(f"{records[0].describe()}: out buffer is {out.shape} {out.dtype}, "
                               f"the batch needs {shape} {dtype}")
 
         def read(slots: Sequence[int]) -> None:
@@ -337,14 +300,8 @@ class CocoSampler:
                     read_window(self.backend, entries[i], tr.rows, tr.cols, bands[i], tr.fill, tr.dtype, out[i])
 
         order = sorted(range(len(parsed)), key=lambda i: (parsed[i].gid, parsed[i].rows.start))
-        threads = BATCH_THREADS if threads is None else max(1, int(threads))
-        if threads > 1 and len(order) > 1 and any(entry is not None and entry.kind != "npy" for entry in entries):
-            n = len(order)
-            chunks = [order[k * n // threads:(k + 1) * n // threads] for k in range(threads)]
-            for future in [_reader_pool(threads).submit(read, chunk) for chunk in chunks if chunk]:
-                future.result()
-        else:
-            read(order)
+        decoded = any(entry is not None and entry.kind != "npy" for entry in entries)
+        READERS.run(read, order, threads if decoded else 1)
         batch = {"im": out, "targets": parsed}
         if with_annots:
             batch["annots"] = [self._window_annots(tr) for tr in parsed]
@@ -368,19 +325,3 @@ class CocoSampler:
         """A window that intersects no annotation."""
         tr = self.regions.get_negative(index, rng=rng)
         return self.load_sample({**tr, **(target or {})}, with_annots=with_annots, **kwargs)
-
-
-
-#: Reader threads per process for batches of GDAL-decoded windows (GDAL releases the GIL).
-BATCH_THREADS = min(4, os.cpu_count() or 1)
-
-_READER_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
-
-
-def _reader_pool(threads: int) -> ThreadPoolExecutor:
-    """This process's pool of ``threads`` reader threads (a forked child starts its own)."""
-    key = (os.getpid(), threads)
-    pool = _READER_POOLS.get(key)
-    if pool is None:
-        pool = _READER_POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="ndpatch-read")
-    return pool

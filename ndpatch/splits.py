@@ -123,7 +123,7 @@ def _box_touches(bbox, region: dict) -> bool:
 
 def _rebased(record: dict, src_bundle: str, out_dir: Path) -> dict:
     """An image record whose relative file names point from ``out_dir`` to the same files."""
-    from ndpatch.index import resolve_path
+    from ndpatch.dataset import resolve_path
 
     def rebase(name: str) -> str:
         path = resolve_path(src_bundle, name)
@@ -144,7 +144,7 @@ def split_dataset(dataset: Any, out_dir: str | os.PathLike, fractions: dict[str,
     import kwcoco
 
     from ndpatch.cache.store import atomic_publish
-    from ndpatch.index import load_dataset
+    from ndpatch.dataset import load_dataset
 
     fractions = check_fractions(dict(fractions or {"train": 0.8, "val": 0.1, "test": 0.1}))
     if by not in SPLIT_BY:

@@ -105,6 +105,18 @@ class Target:
         return max(1, round(height * self.scale)), max(1, round(width * self.scale))
 
 
+def as_ints(value: Any, what: str, name: str) -> tuple[int, ...]:
+    """An int or a sequence of ints as a tuple; TargetError naming ``what`` and ``name`` otherwise.
+
+    >>> as_ints(3, "video 1", "pad"), as_ints([1, 2], "video 1", "pad")
+    ((3,), (1, 2))
+    """
+    try:
+        return tuple(int(v) for v in (value if np.ndim(value) else [value]))
+    except (TypeError, ValueError):
+        raise TargetError(f"{what}: {name} must be an int or ints, got {value!r}") from None
+
+
 def _as_pad(pad: Any, gid: int) -> tuple[int, int]:
     if pad is None:
         return (0, 0)

@@ -56,7 +56,7 @@ def test_bands_of_different_resolutions_align(multi, backend, tmp_path):
     red, nir, green, swir = np.moveaxis(im, -1, 0)
     assert np.abs(nir - red).max() < 0.5     # 20 m band on the 10 m grid
     assert np.abs(swir - green).max() < 0.5  # 60 m band on the 10 m grid
-    assert sorted(e.source.rsplit("/", 1)[1] for e in sampler._asset_entries.values()) == \
+    assert sorted(e.source.rsplit("/", 1)[1] for e in sampler.records.get(1).entries) == \
         ["b10.tif", "b20.tif", "b60.tif"]
 
 
@@ -65,7 +65,7 @@ def test_only_requested_assets_are_read(multi, tmp_path):
     sampler = ndpatch.CocoSampler(path, backend="npy", workdir=str(tmp_path))
     im = sampler.load_sample({"gid": 1, "cx": 50, "cy": 40, "width": 20, "height": 20, "channels": "nir"})["im"]
     assert im.shape == (20, 20, 1)
-    assert [e.source.rsplit("/", 1)[1] for e in sampler._asset_entries.values()] == ["b20.tif"]
+    assert [e.source.rsplit("/", 1)[1] for e in sampler.records.get(1).entries] == ["b20.tif"]
     assert [s.channels for s in sampler.index.sources(1)] == [("red", "green", "blue"), ("nir",), ("swir",),
                                                               ("class_id",)]
 

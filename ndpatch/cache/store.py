@@ -687,5 +687,5 @@ def versions() -> dict:
     import numpy
     from osgeo import gdal
 
-    import ndpatch
-    return {"ndpatch": ndpatch.__version__, "numpy": numpy.__version__, "gdal": gdal.__version__}
+    from ndpatch.version import __version__
+    return {"ndpatch": __version__, "numpy": numpy.__version__, "gdal": gdal.__version__}

@@ -1,0 +1,67 @@
+"""The reader threads of a process: one pool for every batch, whatever its ``threads``.
+
+GDAL releases the GIL while it decodes, so a batch of compressed windows is read
+on a few threads. :data:`READERS` is the process's one pool (a forked child makes
+its own): a batch asking for ``k`` threads splits its work into ``k`` chunks, so
+at most ``k`` run at once, and the pool never holds more threads than the largest
+``k`` asked for so far (at most :data:`MAX_READER_THREADS`). Batches with
+different ``threads`` share it; none starts a pool of its own.
+
+Example:
+    >>> READERS.run(lambda chunk: sum(chunk), list(range(10)), threads=3)
+    [3, 12, 30]
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence, TypeVar
+
+#: Reader threads per batch of GDAL-decoded windows when a caller gives none.
+BATCH_THREADS = min(4, os.cpu_count() or 1)
+#: The most reader threads a process keeps, whatever a batch asks for.
+MAX_READER_THREADS = 32
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class ReaderPool:
+    """One thread pool per process; threads are started only as a batch needs them."""
+
+    def __init__(self, max_threads: int = MAX_READER_THREADS):
+        self.max_threads = max_threads
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    def executor(self) -> ThreadPoolExecutor:
+        """This process's pool (made on first use, and again in a forked child)."""
+        pid = os.getpid()
+        if self._pid != pid:
+            with self._lock:
+                if self._pid != pid:
+                    self._executor = ThreadPoolExecutor(self.max_threads, thread_name_prefix="ndpatch-read")
+                    self._pid = pid
+        return self._executor
+
+    def run(self, read: Callable[[Sequence[T]], R], items: Sequence[T], threads: int) -> list[R]:
+        """``read`` over ``threads`` contiguous chunks of ``items`` on the pool; the results in order.
+
+        One chunk (``threads <= 1`` or a single item) runs in the calling thread.
+        """
+        n, threads = len(items), max(1, min(int(threads), len(items)))
+        chunks = [items[k * n // threads:(k + 1) * n // threads] for k in range(threads)]
+        if threads == 1:
+            return [read(chunks[0])]
+        futures = [self.executor().submit(read, chunk) for chunk in chunks]
+        return [future.result() for future in futures]
+
+    def __len__(self) -> int:
+        """Threads the pool holds now."""
+        return 0 if self._executor is None or self._pid != os.getpid() else len(self._executor._threads)
+
+
+#: The process-wide reader pool.
+READERS = ReaderPool()
