@@ -1,4 +1,8 @@
-"""Stitcher: window predictions back into whole images."""
+"""Stitcher: window predictions back into whole images, in RAM or memory-mapped."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import reference_window
@@ -68,3 +72,56 @@ def test_any_grid_of_time_height_width_stitches_back(dims, window, overlap):
         part[inside] = data[sl]
         stitcher.add(sl, part)
     np.testing.assert_array_equal(stitcher.finalize(dtype=np.float32), data)
+
+
+def test_memory_mapped_accumulators_give_the_same_result(tmp_path):
+    rng = np.random.default_rng(4)
+    dims, window = (37, 53), (9, 11)
+    in_ram = Stitcher(dims)
+    on_disk = Stitcher(dims, max_ram_bytes=0, workdir=tmp_path)
+    for start in grid_starts(dims, window, 0.4, "pad"):
+        sl = tuple(slice(s, s + w) for s, w in zip(start.tolist(), window))
+        data, weight = rng.random(window + (3,)), rng.random(window)
+        in_ram.add(sl, data, weight)
+        on_disk.add(sl, data, weight)
+    assert not in_ram.on_disk and on_disk.on_disk and isinstance(on_disk.sums, np.memmap)
+    assert in_ram.sums.dtype == np.float32                      # float32 by default
+    np.testing.assert_array_equal(on_disk.finalize(), in_ram.finalize())
+    np.testing.assert_array_equal(on_disk.finalize(dtype=np.uint8), in_ram.finalize(dtype=np.uint8))
+    assert os.listdir(tmp_path) == []                           # the files are unlinked from the start
+
+
+STITCH_UNDER_A_MEMORY_CAP = """
+import resource, sys
+import numpy as np
+from ndpatch.stitch import Stitcher
+
+height, width = 4096, 2048              # 8 M pixels: 128 MB of float64 sums + weights
+def data_mb():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmData")) // 1024
+cap = (data_mb() + 64) << 20            # 64 MB more than the process uses now
+resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
+try:
+    np.ones((height, width)) + np.ones((height, width))
+    sys.exit("the memory cap does not hold: float64 accumulators fit in RAM")
+except MemoryError:
+    pass
+stitcher = Stitcher((height, width), max_ram_bytes=16 << 20, workdir=sys.argv[1])
+ramp = np.arange(width, dtype=np.float32)[None, :] + 1000 * np.arange(256, dtype=np.float32)[:, None]
+for y0 in range(0, height, 128):        # windows of 256 rows, overlapping by half, past the bottom edge
+    stitcher.add((slice(y0, y0 + 256), slice(0, width)), ramp + 1000 * y0)
+out = stitcher.finalize()
+assert stitcher.on_disk and isinstance(out, np.memmap)
+for r0 in range(0, height, 512):        # the weighted mean of equal values is the value: exact
+    expected = np.arange(width, dtype=np.float32)[None, :] + 1000 * np.arange(r0, r0 + 512, dtype=np.float32)[:, None]
+    np.testing.assert_array_equal(out[r0:r0 + 512], expected)
+print("ok", int(stitcher.weights.max()))
+"""
+
+
+def test_a_scene_larger_than_the_memory_cap_is_stitched_on_disk(tmp_path):
+    done = subprocess.run([sys.executable, "-c", STITCH_UNDER_A_MEMORY_CAP, str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["ok", "2"]
