@@ -183,12 +183,14 @@ def resolve_record(index, backend: Backend, gid: int) -> ImageRecord:
 class ImageRecords:
     """A sampler's image records: resolved on first touch, re-checked at most once per :data:`RECHECK_SECONDS`.
 
-    Pickles empty (a new process resolves its own records).
+    ``clock`` gives the time in seconds (``time.monotonic``). Pickles empty (a
+    new process resolves its own records).
     """
 
-    def __init__(self, index, backend: Backend):
+    def __init__(self, index, backend: Backend, clock: Callable[[], float] = time.monotonic):
         self.index = index
         self.backend = backend
+        self.clock = clock
         self._held: dict[int, list] = {}  # gid -> [record, time of the last check]
 
     def get(self, gid: int) -> ImageRecord:
@@ -202,7 +204,7 @@ class ImageRecords:
         """The record of image ``gid``, resolved again when one of its files changed."""
         held = self._held.get(gid)
         if held is not None:
-            now = time.monotonic()
+            now = self.clock()
             if now - held[1] < RECHECK_SECONDS:
                 return held[0]
             record = held[0]
@@ -214,7 +216,7 @@ class ImageRecords:
     def refresh(self, gid: int) -> ImageRecord:
         """Resolve image ``gid`` again, now."""
         record = resolve_record(self.index, self.backend, gid)
-        self._held[gid] = [record, time.monotonic()]
+        self._held[gid] = [record, self.clock()]
         return record
 
     def using(self, gid: int, read: Callable[[ImageRecord], T], frames: bool = False) -> T:

@@ -1,5 +1,6 @@
 """Georeferencing, scale / GSD, vector labels, masks and nodata on GDAL-written UTM GeoTIFFs."""
 import json
+import os
 
 import kwcoco
 import numpy as np
@@ -9,7 +10,7 @@ import shapely.geometry
 from osgeo import gdal, ogr, osr
 
 import ndpatch
-from ndpatch import geo
+from ndpatch import gdalio, geo
 from ndpatch.cli import main
 from ndpatch.demo import random_pixels, write_raster
 
@@ -211,3 +212,34 @@ def test_show_cli_writes_a_georeferenced_window(scene, tmp_path):
     ds = gdal.Open(str(out))
     assert ds.GetGeoTransform() == (ORIGIN[0] + 500, 10.0, 0.0, ORIGIN[1] - 350, 0.0, -10.0)
     np.testing.assert_array_equal(np.moveaxis(ds.ReadAsArray(), 0, -1), pixels[35:45, 50:70])
+
+
+def descriptors_on(path) -> int:
+    """How many of this process's open file descriptors point at ``path``."""
+    real = os.path.realpath(path)
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.path.realpath(os.readlink(f"/proc/self/fd/{fd}")) == real
+        except OSError:
+            pass
+    return count
+
+
+@pytest.mark.parametrize("backend", ["npy", "auto"])
+def test_georeferencing_comes_from_the_cache_entry(scene, tmp_path, backend):
+    path, _ = scene
+    workdir = str(tmp_path / "cache")
+    converter = ndpatch.CocoSampler(path, backend="npy", workdir=workdir)
+    assert converter.entry(1).meta["converted"]
+    source = converter.index.source(1).path
+    gdalio.POOL.forget(source)
+    assert descriptors_on(source) == 0
+    sampler = ndpatch.CocoSampler(path, backend=backend, workdir=workdir)
+    sample = sampler.load_sample({"gid": 1, "space_slice": (slice(10, 30), slice(-4, 20))})
+    batch = sampler.load_batch([{"gid": 1, "space_slice": (slice(0, 8), slice(0, 8))}] * 2, threads=2)
+    assert sampler.entry(1).kind == "npy" and not sampler.entry(1).meta["converted"]
+    assert sample["params"]["geotransform"] == (ORIGIN[0] - 40.0, 10.0, 0.0, ORIGIN[1] - 100.0, 0.0, -10.0)
+    assert osr.SpatialReference(wkt=sample["params"]["crs"]).GetAuthorityCode(None) == str(UTM)
+    assert batch["im"].shape == (2, 8, 8, 3)
+    assert descriptors_on(source) == 0   # read from the cache: the source was only stat-ed

@@ -165,3 +165,17 @@ def test_scaled_windows_are_resampled_as_in_load_sample(samplers):
     batch = sampler.load_batch(targets, threads=2)
     assert batch["im"].shape == (4, 16, 16, 3)
     assert_batch_matches_samples(sampler, targets, batch)
+
+
+def test_one_reader_pool_whatever_the_thread_counts(rgb_dset, tmp_path):
+    import threading
+
+    from ndpatch.readers import READERS
+    sampler = make_sampler(rgb_dset, None, tmp_path)   # direct: every window is GDAL-decoded
+    targets = [{"gid": 1 + k % 3, "cx": 20 + k, "cy": 16, "width": 16, "height": 12} for k in range(24)]
+    expected = sampler.load_batch(targets, threads=1)["im"]
+    before = threading.active_count() - len(READERS)
+    for k in range(2, 21):
+        np.testing.assert_array_equal(sampler.load_batch(targets, threads=k)["im"], expected)
+    assert len(READERS) <= 20                                  # never more than the largest batch asked for
+    assert threading.active_count() - before <= len(READERS)   # no other pool was started
