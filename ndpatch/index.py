@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable
 
 from ndpatch.annots import ImageAnnots
 from ndpatch.cache.base import ImageSource
@@ -39,6 +39,7 @@ class DatasetIndex:
         self._files: dict[int, tuple[Asset, ...]] = {}
         self._frame_files: dict[int, tuple[Asset, ...]] = {}
         self._orders: dict[int, list[int]] = {}
+        self._derived: dict[str, Any] = {}
 
     @property
     def bundle_dpath(self) -> str:
@@ -150,6 +151,12 @@ class DatasetIndex:
                           key=lambda gid: (imgs[gid].get("frame_index", 0), gid))
             self._orders[vidid] = gids
         return gids
+
+    def derived(self, name: str, build: Callable[["DatasetIndex"], Any]) -> Any:
+        """A table derived from the dataset alone (e.g. the video table): ``build(self)`` once, then kept."""
+        if name not in self._derived:
+            self._derived[name] = build(self)
+        return self._derived[name]
 
     # -- annotations ----------------------------------------------------------------------
     def image_annots(self, gid: int) -> ImageAnnots:

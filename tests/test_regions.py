@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import ndpatch
 from ndpatch.demo import write_raster
 from ndpatch.errors import SamplingError
-from ndpatch.regions import axis_starts, grid_starts
+from ndpatch.regions import axis_starts, grid_starts, strided_starts
 from ndpatch.target import window_from_center
 
 
@@ -105,6 +105,18 @@ def test_positive_windows_fixed_fitted_and_jittered():
         assert cols.start - 1 <= x + w / 2 <= cols.stop + 1 and rows.start - 1 <= y + h / 2 <= rows.stop + 1
     with pytest.raises(ndpatch.TargetError, match="scale_jitter"):
         regions.configure(window_dims=(8, 8))
+
+
+@given(st.integers(1, 200), st.integers(1, 60), st.integers(1, 60))
+def test_shifted_grid_is_the_strided_rule_with_the_last_window_on_the_edge(length, window, stride):
+    """kwarray.SlidingWindow (keepbound) gives exactly ndpatch's own rule for edge='shift'."""
+    stride = min(stride, window)
+    expected = list(range(0, max(length - window, 0) + 1, stride))
+    if length > window and expected[-1] != length - window:
+        expected.append(length - window)
+    assert strided_starts(length, window, stride).tolist() == expected
+    padded = strided_starts(length, window, stride, "pad").tolist()
+    assert padded[:len(expected) - 1] == expected[:-1] and padded[-1] + window >= length
 
 
 # -- negatives -------------------------------------------------------------------------------

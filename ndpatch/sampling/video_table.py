@@ -14,7 +14,6 @@ Example:
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,12 +100,6 @@ def build_video_table(index) -> VideoTable:
     return VideoTable(columns, videos, anns, box_bounds(xywh))
 
 
-_TABLES: "weakref.WeakKeyDictionary[object, VideoTable]" = weakref.WeakKeyDictionary()
-
-
 def video_table(index) -> VideoTable:
-    """The video table of an index (built on first use, dropped with the index)."""
-    table = _TABLES.get(index)
-    if table is None:
-        table = _TABLES[index] = build_video_table(index)
-    return table
+    """The video table of an index (built on first use, kept by the index)."""
+    return index.derived("video_table", build_video_table)

@@ -9,8 +9,10 @@ that annotation's box in video space. Optional: ``pad``, ``channels``,
 or ``'nearest'``) and ``antialias`` (default: on for linear).
 
 Example:
-    >>> is_video_target({"vidid": 1}), is_video_target({"gid": 1})
-    (True, False)
+    >>> tr = VideoTarget(vidid=1, gids=(2, 3), time_slice=slice(1, 3), space_slice=(slice(0, 8), slice(4, 8)),
+    ...                  space_dims=(64, 64), pad=(1, 2))
+    >>> tr.rows, tr.cols
+    (slice(-1, 9, None), slice(2, 10, None))
 """
 from __future__ import annotations
 
