@@ -195,6 +195,9 @@ class ImageRecords:
 
     def get(self, gid: int) -> ImageRecord:
         """The record of image ``gid`` for a 2-D read (its files' parse errors raised)."""
+        held = self._held.get(gid)
+        if held is not None and self.clock() - held[1] < RECHECK_SECONDS and held[0].files_error is None:
+            return held[0]  # the hot path: a dict lookup and a clock read
         record = self.current(gid)
         if record.files_error is not None:
             raise record.files_error
