@@ -81,13 +81,14 @@ class ImageAnnots:
         """Box edges ``x0, y0, x1, y1``, and ``(x0, -reach_x, y0, -reach_y)`` stacked for the window test.
 
         A box reaches to its far edge; a zero-width or zero-height box (a point,
-        a line) reaches just past where it lies, so it counts in the window that
-        holds it.
+        a line) reaches to the next float after where it lies, so it counts in
+        exactly the window (half-open pixel) that holds it.
         """
         if self._edges is None:
             bx0, by0 = self.boxes[:, 0], self.boxes[:, 1]
             bx1, by1 = bx0 + self.boxes[:, 2], by0 + self.boxes[:, 3]
-            reach_x, reach_y = np.maximum(bx1, bx0 + 1e-9), np.maximum(by1, by0 + 1e-9)
+            reach_x = np.maximum(bx1, np.nextafter(bx0, np.inf))
+            reach_y = np.maximum(by1, np.nextafter(by0, np.inf))
             self._edges = (bx0, by0, bx1, by1, np.stack([bx0, -reach_x, by0, -reach_y]))
         return self._edges
 

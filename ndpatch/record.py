@@ -74,7 +74,8 @@ class ImageRecord:
     entry: CacheEntry | None
     declared_dims: tuple[int, int] | None
     georef: Georef | None             # single-file images: from the entry
-    files_error: DatasetError | None = None  # why the 2-D view cannot be read (frames still can)
+    files_error: DatasetError | None = None   # why the 2-D view cannot be read (frames still can)
+    frames_error: DatasetError | None = None  # why the video-frame view cannot be read
     backend: Backend = field(default=None, repr=False)
     _entries: dict[str, CacheEntry] = field(default_factory=dict, repr=False)
     _bands: dict[Any, list[int] | None] = field(default_factory=dict, repr=False)
@@ -158,26 +159,24 @@ class ImageRecord:
 
 def resolve_record(index, backend: Backend, gid: int) -> ImageRecord:
     """Resolve image ``gid`` now: parse its files (``index``), stat them, ensure a single file's entry."""
-    error = None
+    files_error = frames_error = None
     try:
         files = index.files(gid)
     except DatasetError as err:
-        files, error = (), err
+        files, files_error = (), err
     try:
         frame_files = index.frame_files(gid)
     except DatasetError as err:
-        frame_files, error = (), error or err
+        frame_files, frames_error = (), err
     paths = dict.fromkeys(asset.source.path for asset in files + frame_files)
-    identities = {path: file_state(path) for path in paths}
+    identities = {path: file_state(path) for path in paths}   # before ensure: a later change is seen
     multi = len(files) > 1
-    record = ImageRecord(gid=gid, files=files, frame_files=frame_files, multi=multi, identities=identities,
-                         entry=None, declared_dims=index.image_dims(gid), georef=None, files_error=error,
-                         backend=backend)
-    if files and not multi:
-        entry = record._entries[files[0].source.path] = backend.ensure(files[0].source)
-        object.__setattr__(record, "entry", entry)
-        object.__setattr__(record, "georef", georef_from(entry.geotransform, entry.crs_wkt))
-    return record
+    entry = backend.ensure(files[0].source) if files and not multi else None
+    return ImageRecord(gid=gid, files=files, frame_files=frame_files, multi=multi, identities=identities,
+                       entry=entry, declared_dims=index.image_dims(gid),
+                       georef=None if entry is None else georef_from(entry.geotransform, entry.crs_wkt),
+                       files_error=files_error, frames_error=frames_error, backend=backend,
+                       _entries={} if entry is None else {files[0].source.path: entry})
 
 
 class ImageRecords:

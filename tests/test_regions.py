@@ -27,19 +27,28 @@ def layout_dataset(height, width, anns, categories=("a",)):
 
 
 def extent(ann):
-    """An annotation's extent as shapely geometry, built independently of ndpatch.
+    """An annotation's extent, built independently of ndpatch: its polygon (shapely), else its box.
 
-    A zero-width or zero-height box lies in the pixel where it starts (the
-    half-open pixel rule load_sample uses), so it is widened by a hair.
+    A box is ``(x, y, w, h)``; a side of zero size (or one too small to move ``x + w``
+    off ``x``) is a point lying in the half-open pixel that holds it, the pixel rule
+    load_sample uses.
     """
     if "segmentation" in ann:
         return shapely.Polygon(np.reshape(ann["segmentation"][0], (-1, 2)))
-    x, y, w, h = ann["bbox"]
-    return shapely.box(x, y, x + max(w, 1e-6), y + max(h, 1e-6))
+    return tuple(ann["bbox"])
+
+
+def axis_meets(start: float, size: float, lo: int, hi: int) -> bool:
+    """Does ``[start, start + size)`` share length with ``[lo, hi)`` (a point: lie in it)?"""
+    end = start + size
+    return start < hi and (end > lo if end > start else start >= lo)
 
 
 def meets(geom, rows, cols):
-    """Does the window share area with the geometry?"""
+    """Does the window share area with the geometry (a box tuple, or a shapely geometry)?"""
+    if isinstance(geom, tuple):
+        x, y, w, h = geom
+        return axis_meets(x, w, cols.start, cols.stop) and axis_meets(y, h, rows.start, rows.stop)
     return geom.intersection(shapely.box(cols.start, rows.start, cols.stop, rows.stop)).area > 0
 
 
@@ -150,6 +159,11 @@ def layouts(draw):
 # a box whose corner y=8 comes back as 7.999999999999999 from cy - h/2 seemed to touch rows [1, 8)
 @example((8, 4, [{"bbox": [0.0, 8.0, 0.0, 1.0815137803471813]}, {"bbox": [0.0, 0.0, 0.0, 0.0]},
                  {"bbox": [0.0, 0.0, 0.0, 0.0]}, {"bbox": [0.0, 0.0, 0.0, 0.0]}], (7, 4)), 0)
+# a zero-height box just above row 0 lies in row -1: it leaves rows [0, 4) free
+@example((4, 28, [{"bbox": [0.0, -5.884542520274701e-09, 14.0, 0.0]}, {"bbox": [0.0, 0.0, 0.0, 0.0]},
+                  {"bbox": [0.0, 0.0, 0.0, 0.0]}], (4, 1)), 1)
+# ... and one 1e-10 below row 0 too (a fixed widening of zero sizes would reach into row 0)
+@example((4, 28, [{"bbox": [0.0, -1e-10, 28.0, 0.0]}], (4, 28)), 0)
 def test_negatives_meet_no_annotation(layout, seed):
     height, width, anns, dims = layout
     regions = ndpatch.CocoSampler(layout_dataset(height, width, anns)).regions

@@ -60,7 +60,9 @@ def expected_hits(dset, vidid, time_slice, rows, cols):
         for aid in sorted(dset.index.gid_to_aids[gid]):
             ann = dset.anns[aid]
             bx0, by0, bx1, by1 = kwimage.Boxes([ann["bbox"]], "xywh").warp(warp).to_ltrb().data[0]
-            if not (bx0 < x1 and max(bx1, bx0 + 1e-9) > x0 and by0 < y1 and max(by1, by0 + 1e-9) > y0):
+            # a zero-size side reaches to the next float: a point counts in the pixel that holds it
+            reach_x, reach_y = max(bx1, np.nextafter(bx0, np.inf)), max(by1, np.nextafter(by0, np.inf))
+            if not (bx0 < x1 and reach_x > x0 and by0 < y1 and reach_y > y0):
                 continue
             geom = polygon(ann["segmentation"], warp)
             if geom is None or (geom.intersects(window) and not geom.touches(window)):

@@ -87,7 +87,7 @@ def split_starts(foreign: Bounds, ann_cx, ann_cy, cx, cy, dims, image_dims: tupl
 
 
 def placed_start(table, img: int, row, cx, cy, dims) -> np.ndarray:
-    """:func:`split_starts` for table rows ``row`` of image row ``img`` of a :class:`~ndpatch.sampling.table.TargetsTable`."""
+    """:func:`split_starts` for table rows ``row`` of image row ``img`` of a ``TargetsTable``."""
     columns = table.columns
     return split_starts(table.foreign_bounds(img), columns["cx"][row], columns["cy"][row], cx, cy, dims,
                         (int(table.images["height"][img]), int(table.images["width"][img])))

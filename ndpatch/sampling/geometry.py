@@ -31,23 +31,34 @@ import shapely
 
 from ndpatch.errors import TargetError
 
-#: How far a zero-width or zero-height box reaches (as in ImageAnnots.select).
-EPS = 1e-9
-
 Bounds = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def box_bounds(xywh: np.ndarray) -> Bounds:
-    """``(x0, y0, x1, y1)`` of xywh boxes, from their corners as given (zero sizes widened by :data:`EPS`).
+    """``(x0, y0, x1, y1)`` of xywh boxes, from their corners as given.
 
     The corners are taken as stored, never recomputed from centres: ``cy - h / 2``
     can land an ulp away from ``y`` and make a box touch a window it only borders.
+    A side of zero size reaches to the next float (:func:`point_reach`), so the
+    box counts in exactly the half-open pixel that holds it.
 
     >>> [b.tolist() for b in box_bounds(np.array([[1.0, 2.0, 0.0, 3.0]]))]
-    [[1.0], [2.0], [1.000000001], [5.0]]
+    [[1.0], [2.0], [1.0000000000000002], [5.0]]
     """
     x, y, w, h = np.asarray(xywh, dtype=np.float64).reshape(-1, 4).T
-    return x, y, np.maximum(x + w, x + EPS), np.maximum(y + h, y + EPS)
+    return x, y, point_reach(x, x + w), point_reach(y, y + h)
+
+
+def point_reach(start: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """``stop``, or the float just after ``start`` when the side has no length.
+
+    With it, ``reach > lo`` is ``start >= lo`` for a point: it meets ``[lo, hi)``
+    exactly when it lies in it (no tolerance constant to fall inside).
+
+    >>> point_reach(np.array([2.0, -1e-10]), np.array([3.0, -1e-10])) > 0
+    array([ True, False])
+    """
+    return np.maximum(stop, np.nextafter(start, np.inf))
 
 
 def placement_range(length: int, window: int) -> tuple[int, int]:

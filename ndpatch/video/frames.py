@@ -86,6 +86,8 @@ def _axis_aligned(matrix: np.ndarray) -> bool:
 
 def build_frame(record, img: dict) -> Frame:
     """The frame of image record ``img`` from its :class:`~ndpatch.record.ImageRecord` (ensures every file)."""
+    if record.frames_error is not None:
+        raise record.frames_error
     to_video = vid_from_img(img)
     assets = []
     for asset in record.frame_files:
