@@ -93,8 +93,25 @@ def paint_order(annots: dict) -> list[int]:
     """
     geoms = _geometries(annots)
     aids = np.asarray(annots["aids"])
-    keyed = [(-geom.GetArea(), int(aids[i]), i) for i, geom in enumerate(geoms) if geom is not None]
+    keyed = [(-shape_area(annots, i, geom), int(aids[i]), i) for i, geom in enumerate(geoms) if geom is not None]
     return [i for _, _, i in sorted(keyed)]
+
+
+def shape_area(annots: dict, i: int, geom: ogr.Geometry) -> float:
+    """The area of annotation ``i``'s shape, the same in every window that holds it.
+
+    A box's is ``w * h``; a polygon's is GEOS's (which sums relative to the ring's
+    first point), not OGR's, whose rounding moves with the window's origin and
+    could reorder two annotations of equal area from one window to the next.
+    """
+    ssegs = annots["rel_ssegs"]
+    if ssegs is None or ssegs[i] is None:
+        _, _, w, h = np.asarray(annots["rel_boxes"].to_xywh().data, dtype=np.float64).reshape(-1, 4)[i]
+        return float(w * h)
+    try:
+        return float(ssegs[i].to_multi_polygon().to_shapely().area)
+    except ValueError:  # a ring GEOS refuses: OGR's area, as painted
+        return geom.GetArea()
 
 
 def _layer(geoms: list[tuple[ogr.Geometry, int]]) -> tuple[ogr.DataSource, ogr.Layer]:

@@ -75,12 +75,20 @@ def test_class_map_smaller_area_wins(shapes, data):
     hw = (30, 35)
     cmap = class_map(annots, hw, dtype=label_dtype(max(cids)))
     masks = instance_masks(annots, hw)
-    areas = [shapely.box(s[1], s[2], s[1] + s[3], s[2] + s[4]).area if s[0] == "box"
-             else shapely.Polygon(s[1]).area for s in shapes]
+    areas = [s[3] * s[4] if s[0] == "box" else shapely.Polygon(s[1]).area for s in shapes]
     expected = np.zeros(hw, cmap.dtype)
     for i in sorted(range(len(shapes)), key=lambda i: (-areas[i], i + 1)):
         expected[masks[i]] = cids[i]
     np.testing.assert_array_equal(cmap, expected)
+
+
+def test_equal_areas_larger_id_wins_in_every_window():
+    """Two 8-pixel boxes (found by hypothesis): OGR's area of the one at x=0.031 was 8.000000000000002."""
+    tall, wide = ("box", 0.0, 0.0, 1.0, 8.0), ("box", 0.031, 0.0, 8.0, 1.0)
+    for dx in (0.0, 100.25, -3.7):   # the same pair seen from windows at other origins
+        shifted = [(kind, x + dx, y, w, h) for kind, x, y, w, h in (tall, wide)]
+        assert paint_order(make_annots(shifted, cids=[1, 2])) == [0, 1]
+    assert class_map(make_annots([tall, wide], cids=[1, 2]), (8, 9))[0, 0] == 2
 
 
 def test_small_annotation_painted_over_large_one_whatever_the_order():
