@@ -96,7 +96,7 @@ def resolve_path(bundle_dpath: str, file_name: str) -> str:
     return os.path.normpath(os.path.join(bundle_dpath, file_name))
 
 
-def warp_affine(warp: Any):
+def as_affine(warp: Any):
     """A kwcoco warp record (None: the identity) as a ``kwimage.Affine``."""
     import kwimage
     return kwimage.Affine.eye() if warp is None else kwimage.Affine.coerce(warp)
@@ -106,7 +106,7 @@ def vid_from_img(img: dict) -> np.ndarray:
     """The 3×3 map from an image record's pixels to its video's (the identity outside a video)."""
     if img.get("video_id") is None or img.get("warp_img_to_vid") is None:
         return np.eye(3)
-    return np.asarray(warp_affine(img["warp_img_to_vid"]).matrix, dtype=np.float64)
+    return np.asarray(as_affine(img["warp_img_to_vid"]).matrix, dtype=np.float64)
 
 
 def _asset_records(img: dict) -> list[dict]:
@@ -126,7 +126,6 @@ def image_files(img: dict, bundle_dpath: str) -> tuple[Asset, ...]:
     warp is ``warp_aux_to_img``, else the size ratio to the image).
     """
     gid = img.get("id")
-    import kwimage
     if not is_multi_file(img):
         record = img
         if not img.get("file_name"):
@@ -135,7 +134,7 @@ def image_files(img: dict, bundle_dpath: str) -> tuple[Asset, ...]:
                 raise DatasetError(f"image {gid} has no file_name and {len(assets)} assets; "
                                    "ndpatch reads single-file images and single-asset images")
             record = assets[0]
-        return (Asset(_source(gid, record, bundle_dpath, img.get("channels")), kwimage.Affine.eye()),)
+        return (Asset(_source(gid, record, bundle_dpath, img.get("channels")), as_affine(None)),)
     files = []
     for record in _asset_records(img):
         source = _source(gid, record, bundle_dpath, None)
@@ -145,7 +144,7 @@ def image_files(img: dict, bundle_dpath: str) -> tuple[Asset, ...]:
         warp = record.get("warp_aux_to_img")
         if warp is None and record.get("width") and img.get("width"):
             warp = {"scale": (img["width"] / record["width"], img["height"] / record["height"])}
-        files.append(Asset(source, warp_affine(warp)))
+        files.append(Asset(source, as_affine(warp)))
     return tuple(files)
 
 
@@ -160,7 +159,7 @@ def frame_files(img: dict, bundle_dpath: str) -> tuple[Asset, ...]:
         raise DatasetError(f"image {img.get('id')} has no file_name and no assets")
     fallback = img.get("channels") if len(records) == 1 else None
     return tuple(Asset(_source(img.get("id"), record, bundle_dpath, fallback),
-                       warp_affine(record.get("warp_aux_to_img"))) for record in records)
+                       as_affine(record.get("warp_aux_to_img"))) for record in records)
 
 
 def _source(gid: int, record: dict, bundle_dpath: str, fallback_channels: Any) -> ImageSource:

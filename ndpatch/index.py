@@ -97,6 +97,15 @@ class DatasetIndex:
                                "ndpatch reads single-file images and single-asset images")
         return self.files(gid)[0].source
 
+    def describe(self, gid: int) -> str:
+        """``image <gid> (<path>, ...)``: the prefix of errors about image ``gid`` (opens nothing)."""
+        for files in (self.files, self.frame_files):
+            try:
+                return f"image {gid} ({', '.join(asset.source.path for asset in files(gid))})"
+            except DatasetError:
+                continue
+        return f"image {gid}"
+
     def is_multi_asset(self, gid: int) -> bool:
         """Whether image ``gid`` is made of asset files (no single ``file_name``)."""
         return is_multi_file(self.image(gid))

@@ -134,7 +134,7 @@ class Regions:
         return self.n_positives + self.n_negatives
 
     def _describe(self, gid: int) -> str:
-        return self.sampler.index.source(gid).describe()
+        return self.sampler.index.describe(gid)
 
     def _image_dims(self, img: int) -> tuple[int, int]:
         return int(self.images["height"][img]), int(self.images["width"][img])
