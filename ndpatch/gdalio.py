@@ -47,6 +47,7 @@ import numpy as np
 from osgeo import gdal, gdal_array
 
 from ndpatch.errors import NdpatchError, SourceReadError
+from ndpatch.sidecars import refuse_special_sidecars
 
 gdal.UseExceptions()
 
@@ -243,6 +244,7 @@ def open_source(path: str, what: str | None = None, *, allow_vrt: bool = False,
 def _open_source(path: str, what: str, allow_vrt: bool, bundle_dpath: str | None,
                  open_options: Sequence[str], depth: int) -> gdal.Dataset:
     file_identity(path, what)
+    refuse_special_sidecars(path, what)
     drivers = [*SOURCE_DRIVERS, "VRT"] if allow_vrt else list(SOURCE_DRIVERS)
     try:
         with corrupt_data_errors(what):

@@ -484,3 +484,37 @@ def test_corrupt_data_check_is_per_thread_and_passes_other_warnings_on():
         thread.start()
         thread.join()
     assert errors == []
+
+
+SIDECAR_FIFOS = ["a.tif.aux.xml", "a.tif.ovr", "a.tif.msk", "a.tfw", "a.wld", "a.aux", "A.TFW"]
+
+
+def test_a_pipe_where_gdal_looks_for_a_sidecar_is_refused_not_hung(tmp_path):
+    # Run in a child: on a regression GDAL's open blocks forever reading the pipe.
+    script = """
+import os, sys
+from ndpatch.cache import ImageSource, make_backend
+from ndpatch.demo import write_raster
+import numpy as np
+folder, names = sys.argv[1], sys.argv[2:]
+for i, name in enumerate(names):
+    sub = os.path.join(folder, str(i))
+    os.makedirs(sub)
+    write_raster(os.path.join(sub, "a.tif"), np.zeros((4, 4), np.uint8))
+    os.mkfifo(os.path.join(sub, name))
+    for backend in (None, "npy", "cog"):
+        options = {} if backend is None else {"workdir": os.path.join(folder, "cache")}
+        try:
+            make_backend(backend, **options).ensure(ImageSource(i, os.path.join(sub, "a.tif")))
+        except Exception as err:
+            print(type(err).__name__, err)
+"""
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path), *SIDECAR_FIFOS],
+                          capture_output=True, text=True, timeout=120)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, done.stderr
+    assert len(lines) == 3 * len(SIDECAR_FIFOS)
+    for i, name in enumerate(SIDECAR_FIFOS):
+        for line in lines[3 * i:3 * i + 3]:
+            assert line.startswith("SourceReadError") and f"/{i}/{name}, a file GDAL reads beside" in line
+            assert "pipe or device" in line
