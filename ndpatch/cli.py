@@ -188,12 +188,26 @@ def add_import_vectors(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+def add_stretch(parser: argparse.ArgumentParser) -> None:
+    from ndpatch.render import STRETCHES
+    parser.add_argument("--stretch", default="auto", choices=list(STRETCHES),
+                        help="display of pixel values: auto shows uint8 as it is and stretches other dtypes "
+                             "per band between the 2nd and 98th percentiles; percentile always stretches; "
+                             "none shows values as they are, clipped to 0..255")
+
+
+#: What ``show --out`` writes, by suffix: a picture with annotations drawn, or (``--raw``) a GeoTIFF of pixels.
+SHOW_PICTURES, SHOW_RASTERS = (".png", ".jpg", ".jpeg"), (".tif", ".tiff")
+
+
 def add_show(subparsers) -> None:
     from ndpatch.warp import INTERPOLATIONS
-    parser = command(subparsers, "show", help="write one sampled window as a GeoTIFF",
+    parser = command(subparsers, "show", help="write one sampled window as a picture (PNG, JPEG) or a GeoTIFF",
                      description="Sample one window of an image (optionally scaled or at a ground sample "
-                                 "distance, with chosen channels) and write it as a GeoTIFF that lines up "
-                                 "with the source in GDAL.")
+                                 "distance, with chosen channels) and write it as a PNG or JPEG picture with "
+                                 "its annotations outlined, padding hatched and a caption (small windows "
+                                 "enlarged), or, for a .tif name or with --raw, as a GeoTIFF of its pixels "
+                                 "that lines up with the source in GDAL.")
     parser.add_argument("dataset", help="kwcoco / MS-COCO json")
     parser.add_argument("--gid", type=int, required=True, help="image id (required)")
     parser.add_argument("--cx", type=float, help="window centre x in image pixels, with --cy "
@@ -203,7 +217,7 @@ def add_show(subparsers) -> None:
     parser.add_argument("--width", type=POSITIVE, default=256, help="window width in image pixels (with --cx)")
     parser.add_argument("--height", type=POSITIVE, default=256, help="window height in image pixels (with --cy)")
     parser.add_argument("--channels", default=None, help="channels, e.g. 'red|green|nir' or '0|2' "
-                                                         "(default: all bands)")
+                                                         "(default: all bands; a picture shows the first three)")
     resolution = parser.add_mutually_exclusive_group()
     resolution.add_argument("--scale", type=POSITIVE, default=None,
                             help="output pixels per image pixel (default: 1, the image's resolution)")
@@ -211,27 +225,100 @@ def add_show(subparsers) -> None:
                             help="output ground sample distance in CRS units (default: the image's)")
     parser.add_argument("--interpolation", default="linear", choices=sorted(INTERPOLATIONS),
                         help="resampling of scaled windows")
+    add_stretch(parser)
     add_backend_options(parser)
-    parser.add_argument("--out", metavar="TIF", required=True, help="output GeoTIFF path (required)")
+    parser.add_argument("--raw", action=argparse.BooleanOptionalAction, default=False,
+                        help="write the window's pixels as a GeoTIFF (.tif, .tiff), no drawing")
+    parser.add_argument("--out", metavar="FILE", required=True,
+                        help="output file: .png, .jpg or .jpeg for a picture, .tif or .tiff for a GeoTIFF (required)")
 
     def check(args) -> str | None:
         if (args.cx is None) != (args.cy is None):
             return "--cx and --cy go together"
+        suffix = Path(args.out).suffix.lower()
+        if suffix not in SHOW_PICTURES + SHOW_RASTERS:
+            return (f"argument --out: {args.out!r} has an unknown extension; name a picture "
+                    f"{', '.join(SHOW_PICTURES)} or a GeoTIFF {', '.join(SHOW_RASTERS)}")
+        if args.raw and suffix not in SHOW_RASTERS:
+            return f"--raw writes a GeoTIFF: name it .tif or .tiff, not {args.out!r}"
         return None
 
     def run(args) -> int:
         from ndpatch.geo import write_sample
+        from ndpatch.preview import show
         from ndpatch.sampler import CocoSampler
         sampler = CocoSampler(args.dataset, workdir=args.workdir, backend=args.backend)
         target = {"gid": args.gid, "channels": args.channels, "scale": args.scale, "gsd": args.gsd,
                   "interpolation": args.interpolation}
         if args.cx is not None:
             target.update(cx=args.cx, cy=args.cy, width=args.width, height=args.height)
-        sample = write_sample(sampler, target, args.out)
-        print(f"wrote {args.out}: {'x'.join(map(str, sample['im'].shape))} {sample['im'].dtype}")
+        if Path(args.out).suffix.lower() in SHOW_RASTERS:
+            sample = write_sample(sampler, target, args.out)
+            what = "GeoTIFF"
+        else:
+            sample = show(sampler, target, args.out, stretch=args.stretch)
+            what = f"picture, {len(sample['annots']['aids'])} annotations drawn"
+        print(f"wrote {args.out}: {'x'.join(map(str, sample['im'].shape))} {sample['im'].dtype} ({what})")
         return EXIT_OK
 
     parser.set_defaults(run=run, check=check)
+
+
+def add_preview(subparsers) -> None:
+    from ndpatch.preview import KINDS
+    parser = command(subparsers, "preview", help="write a mosaic picture of a dataset's own sampled windows",
+                     description="Draw N windows of one kind (positives around distinct annotations, negatives "
+                                 "touching none, grid windows, or random windows) and write them as one PNG or "
+                                 "JPEG mosaic: annotation outlines and class names, padding and nodata hatched, "
+                                 "a caption per tile (image id, window), a legend of the classes.")
+    parser.add_argument("dataset", help="kwcoco / MS-COCO json")
+    parser.add_argument("--out", metavar="FILE", default="preview.png", help="output picture, .png, .jpg or .jpeg")
+    parser.add_argument("--n", type=POSITIVE_INT, default=16, help="number of windows")
+    parser.add_argument("--kind", default="positive", choices=list(KINDS), help="which windows")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the drawn windows")
+    parser.add_argument("--window", type=window_size, default=None,
+                        help="window size N or HxW (default: positives fitted to their annotation, negatives "
+                             "the median positive's size, grid and random 256)")
+    parser.add_argument("--channels", default=None, help="channels to show, e.g. 'nir|red|green' "
+                                                         "(default: the first three bands, or the first as gray)")
+    parser.add_argument("--tile", type=Number(int, ge=64), default=192, help="side of each tile in pixels")
+    add_stretch(parser)
+    add_backend_options(parser)
+
+    def check(args) -> str | None:
+        from ndpatch.render import PICTURE_SUFFIXES
+        if Path(args.out).suffix.lower() not in PICTURE_SUFFIXES:
+            return f"argument --out: {args.out!r} is not a .png, .jpg or .jpeg name"
+        return None
+
+    def run(args) -> int:
+        from ndpatch.export import parse_window
+        from ndpatch.preview import preview
+        print(preview(args.dataset, args.out, n=args.n, kind=args.kind, seed=args.seed,
+                      window_dims=parse_window(args.window) if args.window else None, channels=args.channels,
+                      tile=args.tile, stretch=args.stretch, backend=args.backend, workdir=args.workdir))
+        return EXIT_OK
+
+    parser.set_defaults(run=run, check=check)
+
+
+def add_stats(subparsers) -> None:
+    parser = command(subparsers, "stats", help="tables of a dataset's images, annotations and cache state",
+                     description="Images (count, sizes, bands, dtypes, nodata), annotations per class, box-size "
+                                 "percentiles, and how many images each cache backend has cached; reads image "
+                                 "headers only, converts nothing. Exit status 1 if an image cannot be read.")
+    parser.add_argument("dataset", help="kwcoco / MS-COCO json")
+    parser.add_argument("--json", action=argparse.BooleanOptionalAction, default=False,
+                        help="print one JSON object instead of tables")
+    add_workdir(parser)
+
+    def run(args) -> int:
+        from ndpatch.stats import dataset_stats, format_stats
+        stats = dataset_stats(args.dataset, workdir=args.workdir)
+        print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+        return EXIT_FAILED if stats["images"]["unreadable"] else EXIT_OK
+
+    parser.set_defaults(run=run)
 
 
 def add_export(subparsers) -> None:
@@ -423,7 +510,7 @@ def add_cache(subparsers) -> None:
 
 
 #: Every subcommand, in the order ``ndpatch --help`` lists them.
-SUBCOMMANDS = [add_demo, add_import_vectors, add_show, add_export, add_split, add_import_pairs, add_warmup, add_cache]
+SUBCOMMANDS = [add_demo, add_import_vectors, add_show, add_preview, add_stats, add_export, add_split, add_import_pairs, add_warmup, add_cache]
 
 
 # --------------------------------------------------------------------------- parser

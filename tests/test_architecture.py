@@ -11,7 +11,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "ndpatch"
 #: Integration layers: they may import anything; nothing in the core imports them.
 TOP = ("ndpatch", "ndpatch.__main__", "ndpatch.cli", "ndpatch.torch", "ndpatch.lightning", "ndpatch.export",
-       "ndpatch.ndsampler", "ndpatch.pairs", "ndpatch.warmup", "ndpatch.showcase", "ndpatch.testing",
+       "ndpatch.ndsampler", "ndpatch.pairs", "ndpatch.warmup", "ndpatch.showcase", "ndpatch.preview",
+       "ndpatch.stats", "ndpatch.testing",
        "ndpatch.regions")   # ndpatch.regions: the old import path of ndpatch.sampling's names
 
 
