@@ -8,8 +8,9 @@ batches (``__getitems__``): train over preselected positives and negatives
 sharded across ranks by ndpatch's own samplers (the same order as
 ``DistributedSampler``, so Lightning leaves them as they are), reshuffled per
 epoch by Lightning's ``set_epoch`` calls, and the train loader resumes
-mid-epoch from a checkpoint: the data module's ``state_dict`` records how many
-samples the training steps consumed in the current epoch.
+mid-epoch from a checkpoint: its ``state_dict`` (:class:`ResumableLoader`,
+saved by Lightning in each checkpoint) records how many samples the training
+steps consumed in the current epoch.
 
 Example:
     >>> import tempfile
@@ -138,10 +139,8 @@ class PatchDataModule(pl.LightningDataModule):
                                                              (train_hooks if split == "train" else hooks).items()
                                                              if v is not None}} for split in SPLITS}
         self.sampling = dict(sampling or {})
-        self.datasets: dict[str, PatchDataset] = {}
-        self._train_sampler: ShardedSampler | BalancedSampler | None = None
-        self._resume: dict | None = None
-        self._consumed_epoch, self._consumed = 0, 0
+        self.datasets: dict[str, PatchDataset | None] = {}
+        self._train_loader: ResumableLoader | None = None
 
     # -- data --------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -164,8 +163,8 @@ class PatchDataModule(pl.LightningDataModule):
         if stage == "fit" and "train" not in self.files:
             raise NdpatchError(f"fitting needs a train split; have {', '.join(sorted(self.files))}")
 
-    def split_dataset(self, split: str) -> PatchDataset:
-        """The :class:`PatchDataset` of one split: its windows, in a fixed order."""
+    def split_dataset(self, split: str) -> PatchDataset | None:
+        """The :class:`PatchDataset` of one split: its windows, in a fixed order (None: an empty val/test split)."""
         sampler = CocoSampler(self.files[split], backend=self.backend, workdir=self.workdir)
         regions = Regions(sampler, window_dims=self.window_dims, neg_to_pos_ratio=self.neg_to_pos_ratio,
                           **(self.sampling if split == "train" else {}))
@@ -175,8 +174,10 @@ class PatchDataModule(pl.LightningDataModule):
         else:
             grid = regions.new_sample_grid(window_dims=self.window_dims, window_overlap=self.window_overlap)
             targets = grid["positives"] + grid["negatives"]
-        if not targets:
+        if not targets and split == "train":
             raise NdpatchError(f"split {split!r} ({self.files[split]}) has no {self.window_dims} windows")
+        if not targets:
+            return None   # an empty val or test split (``ndpatch split --test 0``): no loader
         return PatchDataset(sampler, targets, task=self.task, **self.dataset_options[split])
 
     @property
@@ -185,29 +186,28 @@ class PatchDataModule(pl.LightningDataModule):
         self.setup("fit" if "train" in self.files else None)
         return next(iter(self.datasets.values())).reader.num_classes
 
-    def loader(self, dataset: PatchDataset, sampler, drop_last: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=collate,
-                          num_workers=self.num_workers, worker_init_fn=worker_init, drop_last=drop_last,
-                          persistent_workers=self.num_workers > 0, pin_memory=self.pin_memory)
+    def loader(self, dataset: PatchDataset, sampler, train: bool) -> DataLoader:
+        return (ResumableLoader if train else DataLoader)(
+            dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
+            worker_init_fn=worker_init, drop_last=train, persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableLoader:
         self.setup("fit")
         dataset = self.datasets["train"]
         if self.balance:
-            self._train_sampler = DistributedBalancedSampler(dataset.target_classes(), seed=self.seed)
+            sampler = DistributedBalancedSampler(dataset.target_classes(), seed=self.seed)
         else:
-            self._train_sampler = DistributedShardedSampler(dataset, seed=self.seed, drop_last=True)
-        if self._resume is not None:
-            self._train_sampler.load_state_dict(self._resume)
-            self._resume = None
-        return self.loader(dataset, self._train_sampler, drop_last=True)
+            sampler = DistributedShardedSampler(dataset, seed=self.seed, drop_last=True)
+        self._train_loader = self.loader(dataset, sampler, train=True)
+        return self._train_loader
 
     def eval_dataloader(self, split: str) -> DataLoader | list:
         self.setup({"val": "validate", "test": "test"}[split])
-        if split not in self.datasets:
+        dataset = self.datasets.get(split)
+        if dataset is None:
             return []
-        dataset = self.datasets[split]
-        return self.loader(dataset, EvalSampler(dataset, shuffle=False), drop_last=False)
+        return self.loader(dataset, EvalSampler(dataset, shuffle=False), train=False)
 
     def val_dataloader(self) -> DataLoader | list:
         return self.eval_dataloader("val")
@@ -226,28 +226,36 @@ class PatchDataModule(pl.LightningDataModule):
 
     # -- resuming ------------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Count the samples handed to training steps this epoch (what a checkpoint resumes after)."""
+        """Count the samples handed to training steps (what a checkpoint resumes after)."""
         trainer = self.trainer
-        if trainer is not None and trainer.training and self._train_sampler is not None:
-            if self._train_sampler.epoch != self._consumed_epoch:
-                self._consumed_epoch, self._consumed = self._train_sampler.epoch, 0
-            self._consumed += len(batch["index"])
+        if trainer is not None and trainer.training and self._train_loader is not None:
+            self._train_loader.consumed(len(batch["index"]))
         return batch
 
+
+class ResumableLoader(DataLoader):
+    """The train ``DataLoader``: its ``state_dict`` is where the training steps are in the epoch.
+
+    Lightning saves it in every checkpoint and gives it back on resume (it is
+    "stateful" to Lightning). The count comes from :meth:`consumed`, called by
+    :class:`PatchDataModule` for each batch handed to a training step, so the
+    batches Lightning and the workers fetch ahead are not counted.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epoch, self.count = self.sampler.epoch, 0
+
+    def consumed(self, n: int) -> None:
+        """``n`` more samples of the sampler's current epoch went to training."""
+        if self.sampler.epoch != self.epoch:
+            self.epoch, self.count = self.sampler.epoch, 0
+        self.count += n
+
     def state_dict(self) -> dict:
-        """The train sampler's place: its epoch and the samples the training steps consumed in it."""
-        if self._train_sampler is None:
-            return {}
-        consumed = self._consumed if self._train_sampler.epoch == self._consumed_epoch else 0
-        return {"train_sampler": self._train_sampler.state_dict(consumed=consumed)}
+        return self.sampler.state_dict(consumed=self.count if self.sampler.epoch == self.epoch else 0)
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume: the next train loader continues that epoch with exactly the samples not yet consumed."""
-        saved = state.get("train_sampler")
-        if saved is None:
-            return
-        self._consumed_epoch, self._consumed = int(saved["epoch"]), int(saved["position"])
-        if self._train_sampler is not None:
-            self._train_sampler.load_state_dict(saved)
-        else:
-            self._resume = saved
+        """Resume: the next iteration yields exactly the samples of that epoch not yet consumed."""
+        self.sampler.load_state_dict(state)
+        self.epoch, self.count = int(state["epoch"]), int(state["position"])
