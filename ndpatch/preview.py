@@ -12,7 +12,7 @@ Example:
     >>> tmp = tempfile.mkdtemp()
     >>> dset = make_dataset(tmp, [{"shape": (60, 80, 3), "dtype": "uint8"}])
     >>> print(preview(dset, f"{tmp}/preview.png", n=2, kind="positive", seed=0))  # doctest: +ELLIPSIS
-    wrote .../preview.png: 2 positive windows from 1 images, ... annotations drawn
+    wrote .../preview.png: 2 positive windows from 1 images, 2 annotations drawn (...)
 """
 from __future__ import annotations
 

@@ -91,6 +91,7 @@ def test_positives_are_the_same_on_every_rank_and_bad_inputs_say_so(splits, tmp_
         PatchDataModule({"val": splits / "val.kwcoco.json"}, window_dims=(8, 8), backend=None).setup("fit")
 
 
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")   # the resumed run's own
 def test_training_reshuffles_each_epoch_and_resumes_mid_epoch_exactly(splits, tmp_path):
     whole = Recorder()
     trainer(tmp_path / "a", max_steps=10).fit(whole, datamodule=grid_module(splits))
