@@ -40,7 +40,8 @@ def preview_targets(sampler: CocoSampler, kind: str = "positive", n: int = 16,
 
     ``window_dims`` (height, width): positives default to windows fitted to their
     annotation, negatives to the median fitted positive, grid and random
-    windows to :data:`DEFAULT_WINDOW`. The same seed gives the same targets.
+    windows to :data:`DEFAULT_WINDOW`. Grid windows are drawn from the grids of at
+    most ``n`` images (drawn at random). The same seed gives the same targets.
     """
     if kind not in KINDS:
         raise NdpatchError(f"unknown preview kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -56,7 +57,10 @@ def preview_targets(sampler: CocoSampler, kind: str = "positive", n: int = 16,
         return [regions.random_negative(gen) for _ in range(n)]
     dims = window_dims or DEFAULT_WINDOW
     if kind == "grid":
-        grid = regions.new_sample_grid(window_dims=dims)
+        gids = regions.images["gid"]
+        if len(gids) > n:   # the grids of n images at most: a preview never builds a whole large dataset's grid
+            gids = np.sort(gen.choice(gids, size=n, replace=False))
+        grid = regions.new_sample_grid(window_dims=dims, gids=[int(g) for g in gids])
         windows = sorted(grid["positives"] + grid["negatives"],
                          key=lambda t: (t["gid"], t["space_slice"][0].start, t["space_slice"][1].start))
         picks = np.sort(gen.choice(len(windows), size=min(n, len(windows)), replace=False))

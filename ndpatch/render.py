@@ -5,7 +5,7 @@ One renderer for ``ndpatch preview``, ``ndpatch show`` and ``ndpatch demo``:
 * pixels: the first three bands as RGB (one or two bands: the first as gray;
   choose others with the target's ``channels``); uint8 as it is, other dtypes
   stretched per band between percentiles of the valid pixels (:class:`Stretch`,
-  fitted once over every picture of a mosaic, so tiles compare);
+  fitted once over the tiles of a mosaic that share a dtype and band count, so they compare);
 * padding (window pixels outside the image) and nodata pixels are hatched in
   grey stripes, never shown as black pixels;
 * annotations as outlines, never fills: polygons where the annotation has one,
@@ -385,17 +385,21 @@ def draw_mosaic(samples: Sequence[dict], tile: int = 192, columns: int | None = 
                 nodata: Sequence[float | None] | None = None) -> np.ndarray:
     """The samples as captioned tiles on a grid (``columns``: default about square), a legend below.
 
-    One :class:`Stretch` is fitted over all the samples (``stretch`` is its
-    mode), so tiles show the same values in the same colours; ``nodata`` gives
-    each sample's nodata value.
+    One :class:`Stretch` is fitted over all the samples of one dtype and band
+    count (``stretch`` is its mode), so those tiles show the same values in the
+    same colours; ``nodata`` gives each sample's nodata value.
     """
     if not samples:
         raise NdpatchError("no samples to draw")
     nodata = list(nodata) if nodata is not None else [None] * len(samples)
     hidden = [hidden_mask(sample, value) for sample, value in zip(samples, nodata)]
-    fitted = Stretch.fit([s["im"] for s in samples], [~mask for mask in hidden], mode=stretch)
+    kinds = [(s["im"].dtype, s["im"].shape[-1]) for s in samples]
+    fitted = {kind: Stretch.fit([s["im"] for s, k in zip(samples, kinds) if k == kind],
+                                [~mask for mask, k in zip(hidden, kinds) if k == kind], mode=stretch)
+              for kind in set(kinds)}
     names = class_names(samples[0])
-    tiles = [draw_tile(sample, tile, fitted, value, names) for sample, value in zip(samples, nodata)]
+    tiles = [draw_tile(sample, tile, fitted[kind], value, names)
+             for sample, kind, value in zip(samples, kinds, nodata)]
     columns = columns or math.ceil(math.sqrt(len(tiles)))
     grid = kwimage.stack_images_grid(tiles, chunksize=columns, pad=6, bg_value=BACKGROUND)
     shown = {int(c) for s in samples if s.get("annots") is not None for c in s["annots"]["cids"]}

@@ -12,6 +12,7 @@ import ndpatch
 from ndpatch import render
 from ndpatch.cli import main
 from ndpatch.demo import make_dataset, write_raster
+from ndpatch.preview import preview_targets
 
 GRAY = 100
 BOX = [16, 8, 24, 32]   # x, y, w, h in image pixels
@@ -87,17 +88,17 @@ def test_preview_marks_padding_distinctly_from_black_pixels(tmp_path):
 def test_preview_kinds_give_what_they_name(tmp_path):
     dset = make_dataset(tmp_path / "d", [{"shape": (120, 160, 3), "dtype": "uint8"}] * 2)
     sampler = ndpatch.CocoSampler(dset)
-    positives = ndpatch.preview.preview_targets(sampler, "positive", n=100, seed=0)
+    positives = preview_targets(sampler, "positive", n=100, seed=0)
     assert sorted(t["aid"] for t in positives) == sorted(dset.anns)       # distinct annotations, all of them
-    negatives = ndpatch.preview.preview_targets(sampler, "negative", n=3, window_dims=(20, 20), seed=0)
+    negatives = preview_targets(sampler, "negative", n=3, window_dims=(20, 20), seed=0)
     assert all(not sampler.regions.hits(t["gid"], *sampler.regions.window(t)) for t in negatives)
-    grid = ndpatch.preview.preview_targets(sampler, "grid", n=4, window_dims=(40, 40), seed=0)
+    grid = preview_targets(sampler, "grid", n=4, window_dims=(40, 40), seed=0)
     assert len(grid) == 4 and all(t["space_slice"][0].start % 40 == 0 for t in grid)
-    randoms = ndpatch.preview.preview_targets(sampler, "random", n=5, window_dims=(30, 50), seed=1)
+    randoms = preview_targets(sampler, "random", n=5, window_dims=(30, 50), seed=1)
     for t in randoms:
         rows, cols = t["space_slice"]
         assert 0 <= rows.start and rows.stop <= 120 and 0 <= cols.start and cols.stop <= 160
-    assert randoms == ndpatch.preview.preview_targets(sampler, "random", n=5, window_dims=(30, 50), seed=1)
+    assert randoms == preview_targets(sampler, "random", n=5, window_dims=(30, 50), seed=1)
 
 
 def test_preview_shows_the_chosen_channels_and_stretches_other_dtypes(tmp_path, capsys):
@@ -217,3 +218,13 @@ def test_demo_mosaic_uses_the_renderer(tmp_path, capsys):
     for color in render.PALETTE:
         assert (mosaic == color).all(axis=-1).mean() < 0.05, color
     json.dumps(render.PALETTE)   # plain RGB tuples (no matplotlib colour names)
+
+
+def test_a_mosaic_stretches_each_kind_of_data_on_its_own(tmp_path):
+    bright = flat_dataset(tmp_path / "u16", (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) + 60000), boxes=())
+    dim = flat_dataset(tmp_path / "f32", np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32), boxes=())
+    samples = [ndpatch.CocoSampler(path).load_sample({"gid": 1}) for path in (bright, dim)]
+    mosaic = render.draw_mosaic(samples, tile=66, columns=2)
+    for column in (0, 1):   # each tile spans black to white: not the float tile crushed by the uint16 range
+        picture = mosaic[1:65, 1 + column * 72:65 + column * 72, 0]
+        assert picture.min() == 0 and picture.max() == 255
