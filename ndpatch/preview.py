@@ -128,10 +128,7 @@ def show(sampler: CocoSampler, target: dict, out: str | os.PathLike, stretch: st
     sample = sampler.load_sample(target)
     height, width = sample["im"].shape[:2]
     scale = max(1, SHOW_MIN_SIDE // max(height, width))
-    nodata = image_nodata(sampler, sample["target"]["gid"])
-    hidden = render.hidden_mask(sample, nodata)
-    fitted = render.Stretch.fit([sample["im"]], [~hidden], mode=stretch)
-    picture = render.draw_sample(sample, scale, fitted, nodata)
+    picture = render.draw_sample(sample, scale, stretch, image_nodata(sampler, sample["target"]["gid"]))
     caption = render.draw_caption(picture.shape[1], [" ".join(render.caption_lines(sample))])
     render.write_picture(out, np.concatenate([picture, caption], axis=0))
     return sample

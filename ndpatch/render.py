@@ -284,11 +284,11 @@ def line_thickness(height: int, width: int) -> int:
     return max(1, round(min(height, width) / 128))
 
 
-def draw_sample(sample: dict, scale: float = 1.0, stretch: Stretch | None = None,
+def draw_sample(sample: dict, scale: float = 1.0, stretch: Stretch | str = "auto",
                 nodata: float | None = None, names: Mapping[int, str] | None = None) -> np.ndarray:
     """The sample as an H'×W'×3 uint8 picture (the window scaled by ``scale``), annotations drawn.
 
-    ``stretch`` defaults to :meth:`Stretch.fit` of this sample alone;
+    ``stretch`` is a :class:`Stretch`, or a mode of :meth:`Stretch.fit` fitted on this sample alone;
     ``nodata`` marks the source's nodata pixels as padding is marked;
     ``names`` are category names (default: the sample's ``classes``).
     """
@@ -297,7 +297,7 @@ def draw_sample(sample: dict, scale: float = 1.0, stretch: Stretch | None = None
         raise NdpatchError(f"can draw image windows (H, W, C), not an array of shape {im.shape} "
                            "(a video sample: draw one frame at a time)")
     hidden = hidden_mask(sample, nodata)
-    stretch = stretch or Stretch.fit([im], [~hidden])
+    stretch = Stretch.fit([im], [~hidden], mode=stretch) if isinstance(stretch, str) else stretch
     canvas = resized(stretch.apply(im), scale)
     hidden = resized(hidden.astype(np.uint8), scale).astype(bool) if scale != 1 else hidden
     hatch(canvas, hidden)
@@ -338,7 +338,7 @@ def draw_caption(width: int, lines: Sequence[str]) -> np.ndarray:
     return strip
 
 
-def draw_tile(sample: dict, size: int, stretch: Stretch | None = None, nodata: float | None = None,
+def draw_tile(sample: dict, size: int, stretch: Stretch | str = "auto", nodata: float | None = None,
               names: Mapping[int, str] | None = None) -> np.ndarray:
     """The sample fitted into a ``size``×``size`` framed cell on the background, its caption below."""
     height, width = sample["im"].shape[:2]
