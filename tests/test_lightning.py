@@ -2,12 +2,14 @@
 import os
 import subprocess
 import sys
+import inspect
 import textwrap
 from pathlib import Path
 
 import pytest
 
 pl = pytest.importorskip("lightning.pytorch")
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -15,6 +17,7 @@ from ndpatch.demo import make_dataset  # noqa: E402
 from ndpatch.errors import NdpatchError  # noqa: E402
 from ndpatch.lightning import PatchDataModule, split_files  # noqa: E402
 from ndpatch.splits import split_dataset  # noqa: E402
+from ndpatch.torch import PatchDataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,6 +78,25 @@ def test_split_folder_gives_train_val_and_no_test_loader(splits):
     assert sorted(i for b in val for i in b["index"].tolist()) == list(range(8))
     assert sorted(i for b in val for i in b["index"].tolist()) == list(range(8))   # again, from the start
     assert data.test_dataloader() == []                 # the split has no image
+
+
+def zeroed(sample: dict) -> dict:
+    return {**sample, "im": np.zeros_like(sample["im"])}
+
+
+def marked(name: str):
+    return lambda batch: {**batch, "marked": name}
+
+
+@pytest.mark.skipif("transform" not in inspect.signature(PatchDataset).parameters,
+                    reason="PatchDataset's transform hooks are not on this branch")
+def test_transforms_reach_each_split_and_train_ones_replace_them_there(splits):
+    data = grid_module(splits, transform=lambda sample: sample, batch_transform=marked("every split"),
+                       train_transform=zeroed, train_batch_transform=marked("train"))
+    data.setup("fit")
+    train, val = next(iter(data.train_dataloader())), next(iter(data.val_dataloader()))
+    assert train["marked"] == "train" and (train["im"] == 0).all()
+    assert val["marked"] == "every split" and (val["im"] != 0).any()
 
 
 def test_positives_are_the_same_on_every_rank_and_bad_inputs_say_so(splits, tmp_path):
