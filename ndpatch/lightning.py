@@ -103,11 +103,15 @@ class PatchDataModule(pl.LightningDataModule):
             ``prepare_data``, before training starts); ``warmup_workers`` converts in
             that many processes (default one per CPU; 0 in this process).
         num_workers, pin_memory: as for ``DataLoader`` (workers are persistent).
-        transform, batch_transform: ``PatchDataset`` hooks applied in every split.
-        train_transform, train_batch_transform: replace them in the train split (augmentation).
         sampling: :class:`~ndpatch.SamplingConfig` settings for the train positives
             (e.g. ``center_jitter``).
-        **dataset_options: further ``PatchDataset`` arguments (``dtype``, ``mean``, ``std``, ...).
+        train_options: ``PatchDataset`` arguments for the train split only, over
+            ``dataset_options`` (e.g. an augmenting hook that val and test must not get).
+        train_device_transform: a callable on each training batch dict once it is on the
+            device (e.g. kornia augmentations of ``batch["im"]`` on the GPU), returning it.
+            Lightning calls the data module's ``on_after_batch_transfer`` instead of a
+            LightningModule's own, so augmentations that torchgeo puts there go here.
+        **dataset_options: further ``PatchDataset`` arguments of every split (``dtype``, ``mean``, ``std``, ...).
     """
 
     def __init__(self, splits: str | os.PathLike | Mapping[str, str | os.PathLike],
@@ -115,9 +119,8 @@ class PatchDataModule(pl.LightningDataModule):
                  train_windows: str = "positives", neg_to_pos_ratio: float = 1.0, window_overlap: float = 0.0,
                  balance: bool = False, seed: int = 0, backend: Any = "npy", workdir: str | None = None,
                  warmup_workers: int | None = None, num_workers: int = 0, pin_memory: bool = False,
-                 transform: Callable | None = None, batch_transform: Callable | None = None,
-                 train_transform: Callable | None = None, train_batch_transform: Callable | None = None,
-                 sampling: Mapping[str, Any] | None = None, **dataset_options):
+                 sampling: Mapping[str, Any] | None = None, train_options: Mapping[str, Any] | None = None,
+                 train_device_transform: Callable[[dict], dict] | None = None, **dataset_options):
         super().__init__()
         if train_windows not in TRAIN_WINDOWS:
             raise NdpatchError(f"unknown train_windows {train_windows!r}; expected one of {', '.join(TRAIN_WINDOWS)}")
@@ -132,12 +135,9 @@ class PatchDataModule(pl.LightningDataModule):
         self.seed = int(seed)
         self.backend, self.workdir, self.warmup_workers = backend, workdir, warmup_workers
         self.num_workers, self.pin_memory = int(num_workers), pin_memory
-        hooks = {"transform": transform, "batch_transform": batch_transform}
-        train_hooks = {"transform": train_transform or transform,
-                       "batch_transform": train_batch_transform or batch_transform}
-        self.dataset_options = {split: {**dataset_options, **{k: v for k, v in
-                                                             (train_hooks if split == "train" else hooks).items()
-                                                             if v is not None}} for split in SPLITS}
+        self.dataset_options = {split: dict(dataset_options) for split in SPLITS}
+        self.dataset_options["train"].update(train_options or {})
+        self.train_device_transform = train_device_transform
         self.sampling = dict(sampling or {})
         self.datasets: dict[str, PatchDataset | None] = {}
         self._train_loader: ResumableLoader | None = None
@@ -226,11 +226,14 @@ class PatchDataModule(pl.LightningDataModule):
 
     # -- resuming ------------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Count the samples handed to training steps (what a checkpoint resumes after)."""
+        """Count the samples handed to training steps (what a checkpoint resumes after), then
+        apply ``train_device_transform`` to them."""
         trainer = self.trainer
-        if trainer is not None and trainer.training and self._train_loader is not None:
+        if trainer is None or not trainer.training:
+            return batch
+        if self._train_loader is not None:
             self._train_loader.consumed(len(batch["index"]))
-        return batch
+        return batch if self.train_device_transform is None else self.train_device_transform(batch)
 
 
 class ResumableLoader(DataLoader):

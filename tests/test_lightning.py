@@ -2,7 +2,6 @@
 import os
 import subprocess
 import sys
-import inspect
 import textwrap
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from ndpatch.demo import make_dataset  # noqa: E402
 from ndpatch.errors import NdpatchError  # noqa: E402
 from ndpatch.lightning import PatchDataModule, split_files  # noqa: E402
 from ndpatch.splits import split_dataset  # noqa: E402
-from ndpatch.torch import PatchDataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,23 +78,47 @@ def test_split_folder_gives_train_val_and_no_test_loader(splits):
     assert data.test_dataloader() == []                 # the split has no image
 
 
-def zeroed(sample: dict) -> dict:
-    return {**sample, "im": np.zeros_like(sample["im"])}
-
-
-def marked(name: str):
-    return lambda batch: {**batch, "marked": name}
-
-
-@pytest.mark.skipif("transform" not in inspect.signature(PatchDataset).parameters,
-                    reason="PatchDataset's transform hooks are not on this branch")
-def test_transforms_reach_each_split_and_train_ones_replace_them_there(splits):
-    data = grid_module(splits, transform=lambda sample: sample, batch_transform=marked("every split"),
-                       train_transform=zeroed, train_batch_transform=marked("train"))
+def test_train_options_apply_to_the_train_split_only(splits):
+    data = grid_module(splits, dtype=torch.float32, mean=100.0, std=1.0, train_options={"mean": 0.0, "std": 2.0})
     data.setup("fit")
-    train, val = next(iter(data.train_dataloader())), next(iter(data.val_dataloader()))
-    assert train["marked"] == "train" and (train["im"] == 0).all()
-    assert val["marked"] == "every split" and (val["im"] != 0).any()
+    assert data.dataset_options["train"] == {"dtype": torch.float32, "mean": 0.0, "std": 2.0}
+    assert data.dataset_options["val"] == data.dataset_options["test"] == {"dtype": torch.float32, "mean": 100.0,
+                                                                              "std": 1.0}
+    for split, loader, mean, std in (("train", data.train_dataloader(), 0.0, 2.0),
+                                     ("val", data.val_dataloader(), 100.0, 1.0)):
+        dataset, batch = data.datasets[split], next(iter(loader))
+        pixels = torch.stack([torch.as_tensor(dataset.sampler.load_sample(dataset.targets[i])["im"])
+                              for i in batch["index"].tolist()]).permute(0, 3, 1, 2).float()
+        assert torch.equal(batch["im"], (pixels - mean) / std)
+
+
+class Seer(Recorder):
+    """Records the pixels each training and validation step is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.pixels = {"train": [], "val": []}
+
+    def training_step(self, batch, batch_idx):
+        self.pixels["train"].append(batch["im"].clone())
+        return super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        self.pixels["val"].append(batch["im"].clone())
+
+
+def test_the_device_transform_changes_training_batches_only(splits, tmp_path):
+    def inverted(batch):
+        return {**batch, "im": 255 - batch["im"]}
+
+    plain, seen, data = Seer(), Seer(), grid_module(splits, train_device_transform=inverted)
+    trainer(tmp_path / "a", max_steps=2, limit_val_batches=1, val_check_interval=2).fit(
+        plain, datamodule=grid_module(splits))
+    trainer(tmp_path / "b", max_steps=2, limit_val_batches=1, val_check_interval=2).fit(seen, datamodule=data)
+    assert len(seen.pixels["train"]) == 2 and len(seen.pixels["val"]) == 1
+    assert all(torch.equal(a, 255 - b) for a, b in zip(seen.pixels["train"], plain.pixels["train"]))
+    assert torch.equal(seen.pixels["val"][0], plain.pixels["val"][0])
+    assert data._train_loader.state_dict()["position"] == 8   # both batches counted
 
 
 def test_positives_are_the_same_on_every_rank_and_bad_inputs_say_so(splits, tmp_path):

@@ -1,6 +1,4 @@
 """Pictures: `ndpatch preview` mosaics, `ndpatch show` PNG/JPEG/GeoTIFF, the renderer's rules (ndpatch.render)."""
-import json
-
 import kwcoco
 import numpy as np
 import pytest
@@ -217,7 +215,6 @@ def test_demo_mosaic_uses_the_renderer(tmp_path, capsys):
     # no polygon is filled: each class colour covers a thin share of the mosaic
     for color in render.PALETTE:
         assert (mosaic == color).all(axis=-1).mean() < 0.05, color
-    json.dumps(render.PALETTE)   # plain RGB tuples (no matplotlib colour names)
 
 
 def test_a_mosaic_stretches_each_kind_of_data_on_its_own(tmp_path):
