@@ -18,10 +18,14 @@ Example:
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ndpatch.errors import DatasetError, DatasetWarning
+from ndpatch.validation import MAX_COORDINATE, bbox_problem, segmentation_problem
 
 
 @dataclass(eq=False)
@@ -39,7 +43,7 @@ class ImageAnnots:
 
     @classmethod
     def from_coco(cls, anns: list[dict], dset) -> "ImageAnnots":
-        boxes = np.array([annotation_xywh(ann) for ann in anns], dtype=np.float64).reshape(-1, 4)
+        boxes = annotation_boxes(anns, getattr(dset, "fpath", None))
         return cls(
             aids=np.array([ann["id"] for ann in anns], dtype=np.int64),
             cids=np.array([ann.get("category_id", -1) if ann.get("category_id") is not None else -1
@@ -93,10 +97,23 @@ class ImageAnnots:
         return self._edges
 
     def detections(self):
-        """All annotations of the image as one ``kwimage.Detections`` in image pixels."""
+        """All annotations of the image as one ``kwimage.Detections`` in image pixels.
+
+        An annotation kwimage cannot read (a malformed segmentation, an unknown
+        ``category_id``) raises DatasetError naming it.
+        """
         if self._dets is None:
             import kwimage
-            dets = kwimage.Detections.from_coco_annots(self.anns, dset=self.dset)
+            what = getattr(self.dset, "fpath", None)
+            cats = getattr(self.dset, "cats", None)
+            for ann in self.anns:
+                cid = ann.get("category_id")
+                if cats is not None and cid is not None and cid not in cats:
+                    raise DatasetError(f"{describe_annotation(ann, what)}: unknown category_id {cid!r}")
+            try:
+                dets = kwimage.Detections.from_coco_annots(self.anns, dset=self.dset)
+            except Exception as err:  # kwimage's errors for shapes it cannot read vary
+                raise unreadable_annotations(self.anns, what, err) from err
             dets.data["boxes"] = kwimage.Boxes(self.boxes, "xywh")  # kwimage makes float32
             dets.data["aids"] = self.aids
             dets.data["cids"] = self.cids
@@ -204,6 +221,92 @@ class WindowAnnots(Mapping):
         return f"WindowAnnots(gid={self.gid}, aids={self['aids'].tolist()})"
 
 
+def describe_annotation(ann: dict, what=None) -> str:
+    """``dataset <path>: annotation <aid> (image <gid>)``, the prefix of errors about one annotation.
+
+    >>> describe_annotation({"id": 5, "image_id": 2}, "data.json")
+    'dataset data.json: annotation 5 (image 2)'
+    """
+    return f"dataset {what}: annotation {ann.get('id')} (image {ann.get('image_id')})"
+
+
+def unreadable_annotations(anns: list[dict], what, err: Exception) -> DatasetError:
+    """The error for annotations kwimage failed to read: the first malformed segmentation, named."""
+    for ann in anns:
+        problem = None if ann.get("segmentation") is None else segmentation_problem(ann["segmentation"])
+        if problem is not None:
+            return DatasetError(f"{describe_annotation(ann, what)}: {problem}")
+    gid = anns[0].get("image_id") if anns else None
+    return DatasetError(f"dataset {what}: image {gid}: kwimage cannot read its annotations: {err}")
+
+
+#: Annotations with no extent already warned about: (dataset, annotation id).
+_WARNED_EMPTY: set[tuple[str, object]] = set()
+
+
+def annotation_boxes(anns: Sequence[dict], what=None) -> np.ndarray:
+    """(N, 4) float64 xywh boxes: each ``bbox``, else the box of its segmentation or keypoints.
+
+    A malformed ``bbox``, or a box-less annotation whose segmentation is
+    malformed (:mod:`ndpatch.validation`), raises DatasetError naming it.
+    An annotation with no ``bbox``, ``segmentation`` or ``keypoints`` has no
+    extent: its row is NaN (no window meets it) and a warning names it, once
+    per dataset (``what``). Annotations with boxes are checked vectorised.
+
+    >>> annotation_boxes([{"id": 1, "bbox": [1, 2, 3, 4]}, {"id": 2, "segmentation": [[0, 0, 4, 0, 4, 2]]}]).tolist()
+    [[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 4.0, 2.0]]
+    >>> annotation_boxes([{"id": 3, "image_id": 1, "bbox": [1, 2, "3", 4]}], "data.json")
+    Traceback (most recent call last):
+    ...
+    ndpatch.errors.DatasetError: dataset data.json: annotation 3 (image 1): bbox [1, 2, '3', 4] is not [x, y, w, h] of finite numbers with w, h >= 0
+    """
+    boxes = np.full((len(anns), 4), np.nan)
+    given = [i for i, ann in enumerate(anns) if ann.get("bbox") is not None]
+    if given:
+        boxes[given] = _given_boxes([anns[i] for i in given], what)
+    empty = []
+    for i in (i for i, ann in enumerate(anns) if ann.get("bbox") is None):
+        ann = anns[i]
+        if ann.get("segmentation") is None and ann.get("keypoints") is None:
+            empty.append(ann)
+            continue
+        problem = None if ann.get("segmentation") is None else segmentation_problem(ann["segmentation"])
+        try:
+            box = None if problem else annotation_xywh(ann)
+        except Exception as err:  # kwimage's errors for shapes it cannot read vary
+            problem = f"its segmentation or keypoints cannot be read: {err}"
+        if problem:
+            raise DatasetError(f"{describe_annotation(ann, what)}: {problem}")
+        boxes[i] = box
+    fresh = [ann for ann in empty if (str(what), ann.get("id")) not in _WARNED_EMPTY]
+    if fresh:
+        _WARNED_EMPTY.update((str(what), ann.get("id")) for ann in fresh)
+        listed = ", ".join(f"annotation {ann.get('id')} (image {ann.get('image_id')})" for ann in fresh[:10])
+        warnings.warn(f"dataset {what}: {len(fresh)} annotation(s) have no bbox, segmentation or keypoints "
+                      f"and are left out of every window: {listed}{', ...' if len(fresh) > 10 else ''}",
+                      DatasetWarning, stacklevel=3)
+    return boxes
+
+
+def _given_boxes(anns: list[dict], what) -> np.ndarray:
+    """The ``bbox`` of annotations that have one, as (N, 4) float64; the first malformed one raises."""
+    try:
+        xywh = np.array([ann["bbox"] for ann in anns])
+    except ValueError:  # ragged
+        xywh = None
+    if xywh is not None and xywh.dtype.kind in "iuf" and xywh.shape == (len(anns), 4):
+        xywh = xywh.astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            far = np.abs(np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1))
+            if np.isfinite(xywh).all() and (xywh[:, 2:] >= 0).all() and (far <= MAX_COORDINATE).all():
+                return xywh
+    for ann in anns:
+        problem = bbox_problem(ann["bbox"])
+        if problem is not None:
+            raise DatasetError(f"{describe_annotation(ann, what)}: {problem}")
+    return np.array([ann["bbox"] for ann in anns], dtype=np.float64)
+
+
 def annotation_xywh(ann: dict) -> list[float]:
     """An annotation's box; derived from its polygon or keypoints when it has no bbox."""
     bbox = ann.get("bbox")
@@ -232,7 +335,6 @@ def segmentation_geometry(ann: dict, warp=None):
         True
     """
     import kwimage
-    from ndpatch.errors import DatasetError
     if ann.get("segmentation") is None:
         return None
     try:

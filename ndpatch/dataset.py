@@ -20,6 +20,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import warnings
+import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,7 @@ import kwcoco
 import numpy as np
 
 from ndpatch.cache.base import ImageSource
-from ndpatch.errors import ChannelError, DatasetError
+from ndpatch.errors import ChannelError, DatasetError, DatasetWarning
 
 #: Channel names assumed for images whose record declares none, by band count.
 DEFAULT_CHANNELS = {1: ("gray",), 3: ("r", "g", "b"), 4: ("r", "g", "b", "a")}
@@ -61,32 +64,86 @@ def _parse_channels(spec: str) -> tuple[str, ...]:
 
 
 def load_dataset(dset: Any) -> kwcoco.CocoDataset:
-    """A ``CocoDataset`` from a dataset, a dict, or a path to a kwcoco / MS-COCO json."""
+    """A ``CocoDataset`` from a dataset, a dict, or a path (kwcoco / MS-COCO json, ``.kwcoco.zip``), checked.
+
+    Paths are read by kwcoco's own loader (zip bundles included); the
+    dataset's folder becomes an absolute path. Every dataset is checked the
+    same way (:func:`check_dataset`): duplicate image or annotation ids are
+    refused, and a dataset without ``categories`` gets one per category id its
+    annotations use (as kwcoco accepts such files, and torchgeo's NWPU VHR-10
+    file is one), with a warning.
+
+    Example:
+        >>> dset = load_dataset({"images": [{"id": 1, "file_name": "a.tif"}],
+        ...                      "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [0, 0, 2, 2]}],
+        ...                      "categories": [{"id": 3, "name": "car"}]})
+        >>> dset.n_images, dset.cats[3]["name"]
+        (1, 'car')
+        >>> load_dataset({"images": [{"id": 1, "file_name": "a.tif"}, {"id": 1, "file_name": "b.tif"}]})
+        Traceback (most recent call last):
+        ...
+        ndpatch.errors.DatasetError: dataset ./data.kwcoco.json: image id 1 appears 2 times; ids must be unique
+    """
     if isinstance(dset, kwcoco.CocoDataset):
-        return dset
+        return check_dataset(dset)
     if isinstance(dset, dict):
         try:
-            return kwcoco.CocoDataset(dset)
+            return check_dataset(kwcoco.CocoDataset(dset))
+        except DatasetError:
+            raise
         except Exception as err:
             raise DatasetError(f"invalid dataset dict: {err}") from err
     if isinstance(dset, (str, os.PathLike)):
-        path = Path(dset)
-        if not path.is_file():
-            raise DatasetError(f"dataset file does not exist: {path}")
-        try:
-            with open(path) as file:
-                data = json.load(file)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DatasetError(f"{path}: malformed json: {err}") from err
-        if not isinstance(data, dict) or not isinstance(data.get("images", []), list):
-            raise DatasetError(f"{path}: not a COCO dataset (expected an object with an 'images' list)")
-        try:
-            dataset = kwcoco.CocoDataset(data, bundle_dpath=str(path.parent.resolve()))
-            dataset.fpath = str(path)
-            return dataset
-        except Exception as err:
-            raise DatasetError(f"{path}: invalid COCO dataset: {err}") from err
+        return check_dataset(_read_dataset(Path(dset)))
     raise DatasetError(f"cannot make a dataset from a {type(dset).__name__}")
+
+
+def _read_dataset(path: Path) -> kwcoco.CocoDataset:
+    """kwcoco's loader on ``path``, its errors said as what is wrong with the file."""
+    if not path.is_file():
+        raise DatasetError(f"dataset file does not exist: {path}")
+    if path.suffix == ".zip" and not zipfile.is_zipfile(path):
+        raise DatasetError(f"{path}: not a zip file (a .kwcoco.zip bundle is a zip holding one kwcoco json)")
+    try:
+        dataset = kwcoco.CocoDataset(str(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{path}: malformed json: {err}") from err
+    except Exception as err:  # kwcoco's errors for structures it cannot index vary
+        if path.suffix == ".zip":
+            raise DatasetError(f"{path}: cannot read the kwcoco zip bundle: {err}") from err
+        raise DatasetError(f"{path}: not a COCO dataset (expected an object with an 'images' list): "
+                           f"{type(err).__name__}: {err}") from err
+    dataset.bundle_dpath = os.path.abspath(dataset.bundle_dpath or path.parent)
+    return dataset
+
+
+def check_dataset(dset: kwcoco.CocoDataset) -> kwcoco.CocoDataset:
+    """``dset`` itself, refused (DatasetError) for duplicate ids, given categories when it has none.
+
+    Microseconds per record: the counts of kwcoco's index are compared with the
+    records, and only a dataset that fails is searched for the repeated id.
+    """
+    data = dset.dataset
+    if dset.index.imgs is None:  # made with autobuild=False
+        dset._build_index()
+    for key, index, name in (("images", dset.index.imgs, "image"), ("annotations", dset.index.anns, "annotation"),
+                             ("videos", dset.index.videos, "video"), ("categories", dset.index.cats, "category")):
+        records = data.get(key) or []
+        if len(index) != len(records):
+            ids = Counter(record.get("id") for record in records)
+            repeated, count = ids.most_common(1)[0]
+            raise DatasetError(f"dataset {dset.fpath}: {name} id {repeated} appears {count} times; ids must be unique")
+    if "categories" not in data:
+        used = sorted({ann["category_id"] for ann in data.get("annotations", []) if ann.get("category_id") is not None},
+                      key=str)
+        data["categories"] = []
+        for cid in used:
+            dset.add_category(name=str(cid), id=cid)
+        if used:
+            warnings.warn(f"dataset {dset.fpath} has no categories; its annotations' category ids "
+                          f"{', '.join(map(str, used[:20]))}{' ...' if len(used) > 20 else ''} get categories "
+                          "named by their id", DatasetWarning, stacklevel=3)
+    return dset
 
 
 def resolve_path(bundle_dpath: str, file_name: str) -> str:

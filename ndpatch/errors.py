@@ -80,3 +80,11 @@ class OutputExistsError(NdpatchError, FileExistsError):
 class ExportInProgressError(OutputExistsError):
     """An export folder that another running export holds (its lock names the process)."""
 
+
+
+class NdpatchWarning(UserWarning):
+    """Root of every warning ndpatch gives (``warnings.filterwarnings`` can select them all)."""
+
+
+class DatasetWarning(NdpatchWarning):
+    """A dataset record ndpatch reads differently from what it says (named in the message)."""

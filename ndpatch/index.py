@@ -17,6 +17,7 @@ Example:
 """
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -25,7 +26,8 @@ from ndpatch.cache.base import ImageSource
 from ndpatch.dataset import (DEFAULT_CHANNELS, LABEL_CHANNELS, Asset, band_indices, channel_names,  # noqa: F401
                              frame_files, image_files, is_multi_file, load_dataset, resolve_path)
 from ndpatch.dataset import channel_plan as file_channel_plan
-from ndpatch.errors import DatasetError, UnknownAnnotationError, UnknownImageError, UnknownVideoError
+from ndpatch.errors import (DatasetError, DatasetWarning, UnknownAnnotationError, UnknownImageError,
+                            UnknownVideoError)
 from ndpatch.geo import Georef, files_georef
 
 
@@ -40,6 +42,7 @@ class DatasetIndex:
         self._frame_files: dict[int, tuple[Asset, ...]] = {}
         self._orders: dict[int, list[int]] = {}
         self._derived: dict[str, Any] = {}
+        self._dims_warned: set[int] = set()
 
     @property
     def bundle_dpath(self) -> str:
@@ -73,6 +76,26 @@ class DatasetIndex:
         if img.get("height") is None or img.get("width") is None:
             return None
         return int(img["height"]), int(img["width"])
+
+    def check_file_dims(self, gid: int, file_dims: tuple[int, int]) -> None:
+        """Warn (once per image) when the record's width/height disagree with its file's; ndpatch uses the file's.
+
+        Example:
+            >>> import warnings
+            >>> index = DatasetIndex({"images": [{"id": 1, "file_name": "a.tif", "width": 8, "height": 6}]})
+            >>> with warnings.catch_warnings(record=True) as caught:
+            ...     warnings.simplefilter("always")
+            ...     index.check_file_dims(1, (6, 8)); index.check_file_dims(1, (60, 80)); index.check_file_dims(1, (60, 80))
+            >>> print(*[w.message for w in caught])
+            image 1 (a.tif): the dataset says it is 8x6 (width x height) but the file is 80x60; ndpatch uses the file's size
+        """
+        declared = self.image_dims(gid)
+        if declared is None or tuple(declared) == tuple(file_dims) or gid in self._dims_warned:
+            return
+        self._dims_warned.add(gid)
+        warnings.warn(f"{self.describe(gid)}: the dataset says it is {declared[1]}x{declared[0]} (width x height) "
+                      f"but the file is {file_dims[1]}x{file_dims[0]}; ndpatch uses the file's size",
+                      DatasetWarning, stacklevel=3)
 
     # -- files -------------------------------------------------------------------------
     def files(self, gid: int) -> tuple[Asset, ...]:

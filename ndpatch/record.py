@@ -172,6 +172,8 @@ def resolve_record(index, backend: Backend, gid: int) -> ImageRecord:
     identities = {path: file_state(path) for path in paths}   # before ensure: a later change is seen
     multi = len(files) > 1
     entry = backend.ensure(files[0].source) if files and not multi else None
+    if entry is not None:
+        index.check_file_dims(gid, (entry.height, entry.width))
     return ImageRecord(gid=gid, files=files, frame_files=frame_files, multi=multi, identities=identities,
                        entry=entry, declared_dims=index.image_dims(gid),
                        georef=None if entry is None else georef_from(entry.geotransform, entry.crs_wkt),

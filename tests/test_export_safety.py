@@ -123,7 +123,8 @@ def test_bad_annotations_are_skipped_with_a_counted_warning(tmp_path):
         {"aid": 101, "image_id": 1, "reason": "unknown category_id 99"},
         {"aid": 102, "image_id": 1, "reason": "neither bbox nor segmentation"},
         {"aid": 103, "image_id": 1, "reason": "bbox [1, 2, 3] is not [x, y, w, h] of finite numbers with w, h >= 0"},
-        {"aid": 104, "image_id": 1, "reason": "segmentation is not a polygon list, a polygon or an RLE mask"}]
+        {"aid": 104, "image_id": 1, "reason": "segmentation is not a polygon list, a polygon or an RLE mask "
+                                                     "(a polygon of 7 numbers: x, y pairs need an even count)"}]
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["skipped_annotations"] == \
         summary["skipped_annotations"]
     export(good, tmp_path / "good", window=16, format="kwcoco", progress=False)

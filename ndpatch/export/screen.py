@@ -4,10 +4,11 @@ An annotation is bad when the export cannot turn it into a label or a chip
 annotation: no ``category_id`` or one the dataset's categories do not have,
 neither ``bbox`` nor ``segmentation``, a ``bbox`` that is not four finite
 numbers with non-negative width and height, or a ``segmentation`` that is not
-a COCO polygon list, a kwcoco polygon or an RLE mask. The checks are
-structural (microseconds per annotation). An annotation with a segmentation
-and no box gets the segmentation's box in the export's copy of the dataset
-(kwimage needs one); the user's dataset is never changed.
+a COCO polygon list, a kwcoco polygon or an RLE mask (the rule sampling uses
+too: :mod:`ndpatch.validation`). The checks are structural (microseconds per
+annotation). An annotation with a segmentation and no box gets the
+segmentation's box in the export's copy of the dataset (kwimage needs one);
+the user's dataset is never changed.
 
 Example:
     >>> import kwcoco
@@ -21,14 +22,13 @@ Example:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from numbers import Real
 
 import kwcoco
 
 from ndpatch.annots import annotation_xywh
 from ndpatch.errors import DatasetError
+from ndpatch.validation import bbox_problem, finite_numbers, segmentation_problem
 
 
 @dataclass(frozen=True)
@@ -43,30 +43,6 @@ class BadAnnotation:
         return {"aid": self.aid, "image_id": self.image_id, "reason": self.reason}
 
 
-def _finite(values) -> bool:
-    return all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in values)
-
-
-def _points_ok(points) -> bool:
-    return isinstance(points, list) and all(isinstance(p, (list, tuple)) and len(p) == 2 and _finite(p)
-                                            for p in points)
-
-
-def _polygon_ok(polygon) -> bool:
-    if isinstance(polygon, dict):  # kwcoco: {"exterior": [[x, y], ...], "interiors": [...]}
-        return _points_ok(polygon.get("exterior")) and all(_points_ok(ring) for ring in polygon.get("interiors", []))
-    return isinstance(polygon, list) and len(polygon) % 2 == 0 and _finite(polygon)
-
-
-def segmentation_ok(segmentation) -> bool:
-    """Whether a segmentation is a COCO polygon list, a kwcoco polygon (or list of them) or an RLE mask."""
-    if isinstance(segmentation, dict):
-        if "counts" in segmentation:
-            return isinstance(segmentation.get("size"), (list, tuple)) and len(segmentation["size"]) == 2
-        return _polygon_ok(segmentation)
-    return isinstance(segmentation, list) and all(_polygon_ok(polygon) for polygon in segmentation)
-
-
 def annotation_problem(ann: dict, category_ids: set) -> str | None:
     """Why an annotation cannot be exported (None: it can)."""
     cid = ann.get("category_id")
@@ -77,14 +53,11 @@ def annotation_problem(ann: dict, category_ids: set) -> str | None:
     bbox, segmentation = ann.get("bbox"), ann.get("segmentation")
     if bbox is None and segmentation is None:
         return "neither bbox nor segmentation"
-    if bbox is not None and not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and _finite(bbox)
-                                 and bbox[2] >= 0 and bbox[3] >= 0):
-        return f"bbox {bbox!r} is not [x, y, w, h] of finite numbers with w, h >= 0"
-    if segmentation is not None and not segmentation_ok(segmentation):
-        return "segmentation is not a polygon list, a polygon or an RLE mask"
-    if bbox is None and derived_box(ann) is None:
-        return "no bbox, and its segmentation has no extent"
-    return None
+    problem = (None if bbox is None else bbox_problem(bbox)) or \
+        (None if segmentation is None else segmentation_problem(segmentation))
+    if problem is None and bbox is None and derived_box(ann) is None:
+        problem = "no bbox, and its segmentation has no extent"
+    return problem
 
 
 def derived_box(ann: dict) -> list[float] | None:
@@ -93,7 +66,7 @@ def derived_box(ann: dict) -> list[float] | None:
         box = [float(v) for v in annotation_xywh(ann)]
     except Exception:  # kwimage's errors for shapes it cannot read vary
         return None
-    return box if _finite(box) else None
+    return box if finite_numbers(box) else None
 
 
 def screen_annotations(dset: kwcoco.CocoDataset) -> list[BadAnnotation]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ndpatch.annots import annotation_xywh, segmentation_geometry
+from ndpatch.annots import annotation_boxes, segmentation_geometry
 from ndpatch.errors import DatasetError, UnknownImageError
 from ndpatch.sampling.blocks import split_obstacles
 from ndpatch.sampling.geometry import Bounds, box_bounds, box_hits, extent_hits
@@ -32,11 +32,12 @@ TABLE_COLUMNS = ("aid", "gid", "category_id", "cx", "cy", "width", "height", "im
 GEOMETRY_CACHE = 4096
 
 
-def build_targets(dataset: dict, image_dims=None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def build_targets(dataset: dict, image_dims=None, what=None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The targets table (one row per annotation with a box, sorted by gid then aid) and the images.
 
     ``dataset`` is a COCO dict (``images``, ``annotations``). ``image_dims(gid)``
-    gives ``(height, width)`` of images whose record lacks them. Besides
+    gives ``(height, width)`` of images whose record lacks them; ``what``
+    names the dataset in errors (:func:`~ndpatch.annots.annotation_boxes`). Besides
     :data:`TABLE_COLUMNS` the table has ``ann_index`` (position in the
     annotation list), ``has_segmentation`` and ``x``, ``y`` (the box's corner as
     given: ``cy - height / 2`` may differ from it by an ulp). The images table has ``gid``,
@@ -59,10 +60,7 @@ def build_targets(dataset: dict, image_dims=None) -> tuple[dict[str, np.ndarray]
     gid = np.fromiter(map(itemgetter("image_id"), anns), np.int64, n)
     cid = np.fromiter((-1 if (c := ann.get("category_id")) is None else c for ann in anns), np.int64, n)
     has_sseg = np.fromiter((ann.get("segmentation") is not None for ann in anns), bool, n)
-    bboxes = [ann.get("bbox") for ann in anns]
-    for i in [i for i, box in enumerate(bboxes) if box is None]:
-        bboxes[i] = annotation_xywh(anns[i])
-    xywh = np.array(bboxes, dtype=np.float64).reshape(n, 4)
+    xywh = annotation_boxes(anns, what)
 
     row = np.searchsorted(img_gid, gid).clip(0, max(n_img - 1, 0))
     unknown = (img_gid[row] != gid) if n_img else np.ones(n, bool)
@@ -109,7 +107,7 @@ class TargetsTable:
     """
 
     def __init__(self, dataset: dict, image_dims=None, what: Any = None):
-        self.columns, self.images = build_targets(dataset, image_dims)
+        self.columns, self.images = build_targets(dataset, image_dims, what)
         self.obstacles = split_obstacles(dataset.get("images", []), self.images)
         self.bounds: Bounds = box_bounds(np.stack([self.columns[k] for k in ("x", "y", "width", "height")], 1))
         self.what = what
