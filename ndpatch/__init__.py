@@ -29,8 +29,9 @@ from ndpatch.errors import (CacheConversionError, ChannelError, CorruptCacheErro
                             UnknownImageError, UnknownVideoError)
 from ndpatch.errors import SamplingError
 from ndpatch.errors import ExportError, OutputExistsError
+from ndpatch.errors import DatasetWarning, NdpatchWarning
 from ndpatch.pairs import import_pairs
-from ndpatch.sampling import Regions, SamplingConfig
+from ndpatch.sampling import RandomWindows, Regions, SamplingConfig
 from ndpatch.sampler import CocoSampler
 from ndpatch.splits import split_dataset
 from ndpatch.stitch import Stitcher
@@ -44,5 +45,6 @@ __all__ = [
     "ChannelError", "SourceReadError", "CorruptCacheError", "CacheConversionError",
     "Regions", "SamplingConfig", "Stitcher", "SamplingError",
     "UnknownVideoError",
+    "RandomWindows", "NdpatchWarning", "DatasetWarning",
     "import_pairs", "split_dataset", "ExportError", "OutputExistsError",  # export: ndpatch.export.export
 ]

@@ -125,6 +125,33 @@ def window_size(text: str) -> str:
     return text
 
 
+def per_axis(kind: type, name: str, minimum: float = 0, below: float | None = None):
+    """An argparse ``type``: ``N`` or ``HxW`` (the export planner's :func:`~ndpatch.export.plan.parse_pair`).
+
+    One value is returned as it is (a default-looking setting stays a scalar), two as a tuple.
+
+    Example:
+        >>> per_axis(float, "overlap", below=1)("0.25x0.5"), per_axis(int, "stride", 1)("64")
+        ((0.25, 0.5), 64)
+    """
+    def parse(text: str):
+        from ndpatch.export.plan import parse_pair
+        try:
+            values = parse_pair(text, kind, name, minimum)
+        except NdpatchError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        if below is not None and max(values) >= below:
+            raise argparse.ArgumentTypeError(f"{name} must be below {below:g}, got {text!r}")
+        return values[0] if "x" not in text.lower() else values
+    return parse
+
+
+def add_allow_vrt(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-vrt", action=argparse.BooleanOptionalAction, default=False,
+                        help="also read GDAL VRT images, when every file they reference is inside the "
+                             "dataset's folder (docs/geo.md)")
+
+
 def workers_help(more: str = "") -> str:
     from ndpatch.workers import default_workers
     return f"worker processes{more} (default: one per CPU, {default_workers()} here)"
@@ -177,11 +204,13 @@ def add_import_vectors(subparsers) -> None:
                             "is required)")
     parser.add_argument("--layer", default=None, help="layer to read (default: all layers)")
     parser.add_argument("--out", metavar="JSON", default=None, help="output kwcoco json (default: overwrite DATASET)")
+    add_allow_vrt(parser)
 
     def run(args) -> int:
         from ndpatch.geo import import_vectors
         counts = import_vectors(args.dataset, args.vectors, category_field=args.category_field,
-                                category=args.category, layer=args.layer, out=args.out or args.dataset)
+                                category=args.category, layer=args.layer, out=args.out or args.dataset,
+                                allow_vrt=args.allow_vrt, progress=args.verbosity >= 0)
         print(" ".join(f"{key}={value}" for key, value in sorted(counts.items())))
         return EXIT_OK
 
@@ -227,6 +256,7 @@ def add_show(subparsers) -> None:
                         help="resampling of scaled windows")
     add_stretch(parser)
     add_backend_options(parser)
+    add_allow_vrt(parser)
     parser.add_argument("--raw", action=argparse.BooleanOptionalAction, default=False,
                         help="write the window's pixels as a GeoTIFF (.tif, .tiff), no drawing")
     parser.add_argument("--out", metavar="FILE", required=True,
@@ -247,7 +277,7 @@ def add_show(subparsers) -> None:
         from ndpatch.geo import write_sample
         from ndpatch.preview import show
         from ndpatch.sampler import CocoSampler
-        sampler = CocoSampler(args.dataset, workdir=args.workdir, backend=args.backend)
+        sampler = CocoSampler(args.dataset, workdir=args.workdir, backend=args.backend, allow_vrt=args.allow_vrt)
         target = {"gid": args.gid, "channels": args.channels, "scale": args.scale, "gsd": args.gsd,
                   "interpolation": args.interpolation}
         if args.cx is not None:
@@ -324,6 +354,7 @@ def add_stats(subparsers) -> None:
 def add_export(subparsers) -> None:
     from ndpatch.export import WRITERS
     from ndpatch.export.plan import TARGET_KINDS
+    from ndpatch.sampling.geometry import EDGES, PAD_DIRECTIONS
     parser = command(subparsers, "export",
                      help="export windows as a fixed training set (chips, kwcoco, webdataset, tfrecord)",
                      description="Cut the dataset's images into windows (a grid covering every pixel, or "
@@ -333,9 +364,22 @@ def add_export(subparsers) -> None:
     parser.add_argument("out_dir", help="output folder (must be empty unless --resume or --overwrite)")
     parser.add_argument("--format", default="chips", choices=list(WRITERS), help="what to write")
     parser.add_argument("--window", type=window_size, default="256", help="window size: N, or HxW such as 256x512")
-    parser.add_argument("--overlap", type=Number(float, ge=0, lt=1), default=0.0,
-                        help="overlap of neighbouring grid windows, a fraction in [0, 1)")
     parser.add_argument("--targets", default="grid", choices=list(TARGET_KINDS), help="which windows")
+    grid = parser.add_argument_group("grid windows (--targets grid; docs/sampling.md)")
+    grid.add_argument("--overlap", type=per_axis(float, "overlap", below=1), default=0.0,
+                      help="overlap of neighbouring grid windows, a fraction in [0, 1), or HxW per axis")
+    grid.add_argument("--stride", type=per_axis(int, "stride", 1), default=None,
+                      help="pixels between grid windows, N or HxW, instead of --overlap; larger than the "
+                           "window gives a sparse grid (default: from --overlap)")
+    grid.add_argument("--edge", default="shift", choices=list(EDGES),
+                      help="at the image edge: shift the last window inside, pad (keep the stride, "
+                           "torchgeo's), overshoot by --padding (Raster Vision's) or drop partial windows")
+    grid.add_argument("--pad-direction", default="end", choices=list(PAD_DIRECTIONS),
+                      help="where windows may run past the image (pad, overshoot): end (bottom, right), "
+                           "start (top, left) or both")
+    grid.add_argument("--padding", type=per_axis(int, "padding", 0), default=None,
+                      help="how far windows may run past the image, N or HxW (--edge overshoot; "
+                           "default: half a window)")
     parser.add_argument("--count", type=POSITIVE_INT, default=None, help="number of chips (default: all targets)")
     parser.add_argument("--channels", default=None, help="channels to export, e.g. 'r|g|b' (default: all bands)")
     parser.add_argument("--workers", type=POSITIVE_INT, default=None, help=workers_help())
@@ -345,25 +389,38 @@ def add_export(subparsers) -> None:
                         help="refuse a dataset with bad annotations up front (default: skip them, counted "
                              "in the summary)")
     add_backend_options(parser)
+    add_allow_vrt(parser)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
                       help="continue an interrupted export in OUT_DIR")
     mode.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
                       help="replace the export in OUT_DIR")
 
+    def check(args) -> str | None:
+        if args.stride is not None and args.overlap != 0:
+            return "--stride and --overlap exclude each other"
+        grid_options = [option for option, value, default in (
+            ("--stride", args.stride, None), ("--overlap", args.overlap, 0.0), ("--edge", args.edge, "shift"),
+            ("--pad-direction", args.pad_direction, "end"), ("--padding", args.padding, None)) if value != default]
+        if args.targets != "grid" and grid_options:
+            return f"{', '.join(grid_options)} place grid windows: they need --targets grid"
+        return None
+
     def run(args) -> int:
+        from ndpatch.cache import make_backend
         from ndpatch.export import export, format_summary
         from ndpatch.workers import default_workers
         summary = export(args.dataset, args.out_dir, format=args.format, window=args.window,
                          overlap=args.overlap, targets=args.targets, count=args.count,
                          channels=args.channels, workers=args.workers or default_workers(), seed=args.seed,
                          resume=args.resume, overwrite=args.overwrite, shard_size=args.shard_size,
-                         backend=args.backend, workdir=args.workdir, strict=args.strict,
-                         progress=args.verbosity >= 0)
+                         backend=make_backend(args.backend, workdir=args.workdir, allow_vrt=args.allow_vrt),
+                         workdir=args.workdir, strict=args.strict, progress=args.verbosity >= 0,
+                         stride=args.stride, edge=args.edge, pad_direction=args.pad_direction, padding=args.padding)
         print(format_summary(summary))
         return EXIT_OK
 
-    parser.set_defaults(run=run, interrupted="interrupted; rerun with --resume to continue")
+    parser.set_defaults(run=run, check=check, interrupted="interrupted; rerun with --resume to continue")
 
 
 def add_split(subparsers) -> None:
@@ -435,6 +492,7 @@ def add_warmup(subparsers) -> None:
     parser.add_argument("--compress", type=str.upper, default=None, choices=cog_codecs(),
                         help="COG codec, as this GDAL's COG driver lists them (cog, auto; default: ZSTD "
                              "when GDAL has it, else DEFLATE)")
+    add_allow_vrt(parser)
 
     def check(args) -> str | None:
         if args.backend == "npy" and (args.blocksize is not None or args.compress is not None):
@@ -446,7 +504,7 @@ def add_warmup(subparsers) -> None:
         options = {key: value for key, value in (("blocksize", args.blocksize),
                                                  ("compress", args.compress)) if value is not None}
         summary = warmup(args.dataset, backend=args.backend, workers=args.workers, workdir=args.workdir,
-                         progress=args.verbosity >= 0, **options)
+                         progress=args.verbosity >= 0, allow_vrt=args.allow_vrt, **options)
         print(summary)
         return EXIT_FAILED if summary.failed else EXIT_OK
 

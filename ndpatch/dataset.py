@@ -153,6 +153,32 @@ def resolve_path(bundle_dpath: str, file_name: str) -> str:
     return os.path.normpath(os.path.join(bundle_dpath, file_name))
 
 
+def rebased_files(record: dict, src_bundle: str, out_dir: str | os.PathLike) -> dict:
+    """An image record whose relative file names point from ``out_dir`` to the same files.
+
+    The image's ``file_name`` and those of its ``assets`` and kwcoco's legacy
+    ``auxiliary`` lists are rebased; names :func:`resolve_path` keeps as given
+    (absolute paths, GDAL virtual paths, URIs) are kept.
+    (kwcoco's ``reroot`` would turn ``/vsizip/...`` and URIs into relative paths.)
+
+    >>> rebased_files({"id": 1, "auxiliary": [{"file_name": "b1.tif"}, {"file_name": "/vsizip/x.zip/b2.tif"}]},
+    ...               "/data", "/data/splits")["auxiliary"]
+    [{'file_name': '../b1.tif'}, {'file_name': '/vsizip/x.zip/b2.tif'}]
+    """
+    def rebase(name: str) -> str:
+        path = resolve_path(src_bundle, name)
+        return name if path == name else os.path.relpath(path, out_dir)
+
+    record = dict(record)
+    if record.get("file_name"):
+        record["file_name"] = rebase(record["file_name"])
+    for key in ("assets", "auxiliary"):
+        if record.get(key):
+            record[key] = [{**a, "file_name": rebase(a["file_name"])} if a.get("file_name") else a
+                           for a in record[key]]
+    return record
+
+
 def as_affine(warp: Any):
     """A kwcoco warp record (None: the identity) as a ``kwimage.Affine``."""
     import kwimage

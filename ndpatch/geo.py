@@ -4,8 +4,9 @@ GDAL geotransforms ``(c, a, b, f, d, e)`` and ``kwimage.Affine`` (pixel corner �
 world) convert here and nowhere else. A sample's window gets its own
 geotransform and CRS (:func:`window_georef`), and :func:`write_geotiff`
 writes it so it lines up with the source in GDAL. :func:`import_vectors` reads
-GeoJSON / GeoPackage / Shapefile through OGR, reprojects each feature to each
-image's CRS and adds the polygons that land on the image as annotations.
+GeoJSON / GeoPackage / Shapefile through OGR once, finds each image's features
+with a spatial index, reprojects them to the image's CRS and adds the polygons
+that land on the image as annotations.
 Per-window label maps and instance masks are :mod:`ndpatch.masks`'s.
 
 Example:
@@ -16,16 +17,19 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from osgeo import gdal, ogr, osr
+from tqdm import tqdm
 
 from ndpatch import gdalio
-from ndpatch.dataset import Asset, image_files, load_dataset
-from ndpatch.errors import DatasetError, SourceReadError
+from ndpatch.dataset import Asset, image_files, load_dataset, rebased_files
+from ndpatch.errors import DatasetError, DatasetWarning, SourceReadError
 
 ogr.UseExceptions()
 osr.UseExceptions()
@@ -70,20 +74,24 @@ def georef_from(geotransform: Sequence[float] | None, crs_wkt: str | None) -> Ge
     return None if geotransform is None else Georef(gdal_to_affine(geotransform), crs_wkt)
 
 
-def raster_georef(path: str, what: str | None = None) -> Georef | None:
-    """The georeferencing a raster declares (None when it has no geotransform); opens it through GDAL."""
-    info = gdalio.raster_info(gdalio.POOL.get(path, what))
+def raster_georef(path: str, what: str | None = None, opener=gdalio.SOURCE) -> Georef | None:
+    """The georeferencing a raster declares (None when it has no geotransform); opens it through GDAL.
+
+    ``opener`` is how the file is opened (:func:`ndpatch.gdalio.source_opener`'s rules: VRTs only when allowed).
+    """
+    info = gdalio.raster_info(gdalio.POOL.get(path, what, opener=opener))
     return georef_from(info.geotransform, info.crs_wkt)
 
 
-def files_georef(files: Sequence[Asset]) -> Georef | None:
+def files_georef(files: Sequence[Asset], allow_vrt: bool = False) -> Georef | None:
     """An image's pixel → world georeferencing from its files: the first georeferenced one, warped.
 
-    Opens the files' headers through GDAL (a sampler takes it from its cache
-    entries instead: :class:`ndpatch.record.ImageRecord`).
+    Opens the files' headers through GDAL as a backend with ``allow_vrt`` would
+    (a sampler takes it from its cache entries instead: :class:`ndpatch.record.ImageRecord`).
     """
     for asset in files:
-        georef = raster_georef(asset.source.path, asset.source.describe())
+        opener = gdalio.source_opener(allow_vrt, asset.source.bundle_dpath)
+        georef = raster_georef(asset.source.path, asset.source.describe(), opener)
         if georef is not None:
             return georef.warped(asset.warp.inv())
     return None
@@ -123,93 +131,145 @@ def write_sample(sampler, target: dict, path: str | os.PathLike) -> dict:
     return sample
 
 
-def valid_fraction(im: np.ndarray, tf_rel_to_abs: Any, dims: tuple[int, int],
-                   nodata: float | None) -> float:
-    """The fraction of sample pixels whose centre is in the image and whose bands are not all nodata.
-
-    ``tf_rel_to_abs`` maps sample pixels to image pixels; ``dims`` is the image (H, W).
-    """
-    m = np.asarray(tf_rel_to_abs.matrix)
-    cy = m[1, 1] * (np.arange(im.shape[0]) + 0.5) + m[1, 2]
-    cx = m[0, 0] * (np.arange(im.shape[1]) + 0.5) + m[0, 2]
-    rows_in = (cy > 0) & (cy < dims[0])
-    cols_in = (cx > 0) & (cx < dims[1])
-    if nodata is None:
-        return float(rows_in.mean() * cols_in.mean())
-    invalid = np.isnan(im) if np.isnan(nodata) else im == nodata
-    if im.dtype.kind == "f" and not np.isnan(nodata):
-        invalid |= np.isnan(im)  # nodata turned into NaN by a 'float' fill
-    valid = rows_in[:, None] & cols_in[None, :] & ~invalid.all(axis=-1)
-    return float(valid.mean())
-
-
 def window_valid_fraction(sampler, target: dict) -> float:
-    """The valid-pixel fraction of a target's window (for strategies that need, e.g., ≥ 0.5)."""
-    return sampler.load_sample(target, with_annots=False)["params"]["valid_fraction"]
+    """The valid-pixel fraction of a target's window (for strategies that need, e.g., ≥ 0.5).
 
-
-def import_vectors(dset, vectors: str, category_field: str | None = None,
-                   category: str | None = None, layer: str | None = None,
-                   out: str | os.PathLike | None = None) -> dict:
-    """Add the polygons of a vector file to a kwcoco dataset, in each image's pixels.
-
-    Each feature is reprojected into each georeferenced image's CRS, clipped
-    to the image and added as a polygon annotation whose category is the
-    feature's ``category_field`` attribute, or the fixed ``category``. When
-    ``out`` is given the dataset is written there atomically. Returns counts.
+    :meth:`ndpatch.sampler.CocoSampler.valid_fraction`: GDAL's masks, reading only what they need.
     """
-    import kwimage
-    import shapely
-    import shapely.affinity
-    import shapely.geometry
+    return sampler.valid_fraction(target)
+
+
+#: The annotation key naming where an imported polygon came from (re-imports replace, never duplicate).
+VECTOR_SOURCE = "vector_source"
+#: Points per footprint edge when an image's footprint is reprojected into a layer's CRS.
+FOOTPRINT_POINTS = 16
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One vector layer read once: its CRS, features and an STRtree over them (in the layer's CRS)."""
+
+    name: str
+    srs: osr.SpatialReference
+    fids: list[int]
+    geometries: list[ogr.Geometry]
+    names: list[str]
+    tree: Any  # shapely.STRtree
+
+
+def import_vectors(dset, vectors: str | os.PathLike, category_field: str | None = None,
+                   category: str | None = None, layer: str | None = None,
+                   out: str | os.PathLike | None = None, allow_vrt: bool = False,
+                   progress: bool = False) -> dict:
+    """Add the polygons of a vector file (GeoJSON, GeoPackage, Shapefile, ...) to a kwcoco dataset.
+
+    Each layer is read once and indexed (a shapely STRtree in its CRS); each
+    georeferenced image's footprint, reprojected into the layer's CRS, picks the
+    features that may meet it, which are reprojected into the image's CRS and
+    pixels, clipped to the image and added as polygon annotations whose
+    category is the feature's ``category_field`` attribute, or the fixed
+    ``category``. Every annotation records its origin under :data:`VECTOR_SOURCE`
+    (file, layer, feature id): importing a file again replaces the annotations
+    of its earlier import instead of adding them twice. Images are opened as a
+    backend with ``allow_vrt`` would. When ``out`` is given the dataset is written
+    there atomically. Returns counts (``features``, ``images``, ``annotations``,
+    ``replaced``, ``images_without_georef``).
+    """
     if (category_field is None) == (category is None):
         raise DatasetError("import-vectors needs exactly one of category_field and category")
     dset = load_dataset(dset)
-    features = _read_features(vectors, category_field, category, layer)
-    counts = Counter()
-    for gid in sorted(dset.index.imgs):
+    path = str(Path(vectors).resolve())
+    layers = _read_layers(vectors, category_field, category, layer)
+    counts = Counter(features=sum(len(found.fids) for found in layers), annotations=0, replaced=0)
+    imported = {found.name for found in layers}
+    earlier = [aid for aid, ann in dset.anns.items() if (ann.get(VECTOR_SOURCE) or {}).get("file") == path
+               and ann[VECTOR_SOURCE].get("layer") in imported]
+    dset.remove_annotations(earlier, verbose=0)
+    counts["replaced"] = len(earlier)
+    for gid in tqdm(sorted(dset.index.imgs), desc="import-vectors", unit="img", disable=not progress):
         img = dset.index.imgs[gid]
-        georef = files_georef(image_files(img, str(dset.bundle_dpath)))
-        declared = img.get("height") is not None and img.get("width") is not None
-        height, width = (int(img["height"]), int(img["width"])) if declared else (None, None)
-        if georef is None or georef.crs_wkt is None or height is None:
+        files = image_files(img, str(dset.bundle_dpath))
+        georef = files_georef(files, allow_vrt)
+        dims = _image_dims(img, files, allow_vrt)
+        if georef is None or georef.crs_wkt is None:
             counts["images_without_georef"] += 1
             continue
-        image_srs = _srs(georef.crs_wkt)
-        to_pixels = np.linalg.inv(georef.transform.matrix)
-        params = [to_pixels[0, 0], to_pixels[0, 1], to_pixels[1, 0], to_pixels[1, 1],
-                  to_pixels[0, 2], to_pixels[1, 2]]
-        frame = shapely.geometry.box(0, 0, width, height)
-        transforms = {}
-        for srs_wkt, geometry, name in features:
-            if srs_wkt not in transforms:
-                transforms[srs_wkt] = osr.CoordinateTransformation(_srs(srs_wkt), image_srs)
-            geom = geometry.Clone()
-            geom.Transform(transforms[srs_wkt])
-            shape = shapely.affinity.affine_transform(shapely.from_wkb(bytes(geom.ExportToWkb())), params)
-            shape = shape.intersection(frame)
-            shape = shapely.geometry.MultiPolygon(
-                [p for p in getattr(shape, "geoms", [shape]) if p.geom_type == "Polygon" and p.area > 0])
-            if shape.is_empty:
-                continue
-            cid = dset.ensure_category(name)
-            x0, y0, x1, y1 = shape.bounds
-            dset.add_annotation(gid, category_id=cid, bbox=[x0, y0, x1 - x0, y1 - y0],
-                                segmentation=kwimage.MultiPolygon.from_shapely(shape).to_coco("new"),
-                                area=shape.area)
-            counts["annotations"] += 1
+        for found in layers:
+            counts["annotations"] += _add_layer_polygons(dset, gid, georef, dims, found, path)
         counts["images"] += 1
-    counts["features"] = len(features)
+    if counts["images"] == 0 and len(dset.index.imgs):
+        warnings.warn(f"import-vectors: no image of dataset {dset.fpath} is georeferenced (a geotransform and "
+                      f"a CRS): nothing imported from {vectors}", DatasetWarning, stacklevel=2)
     if out is not None:
-        from pathlib import Path
-
-        from ndpatch.cache.store import atomic_publish
-        out_dir = Path(out).resolve().parent
-        if out_dir != Path(dset.bundle_dpath).resolve():
-            dset.reroot(new_root=str(out_dir), absolute=False, check=False, verbose=0)
-        atomic_publish(out, lambda tmp: dset.dump(tmp, newlines=True))
-        dset.fpath = str(out)
+        _publish(dset, out)
     return dict(counts)
+
+
+def _image_dims(img: dict, files: Sequence[Asset], allow_vrt: bool) -> tuple[int, int]:
+    """(height, width) of an image: its single file's, else the record's."""
+    if len(files) == 1:
+        source = files[0].source
+        info = gdalio.raster_info(gdalio.POOL.get(source.path, source.describe(),
+                                                  opener=gdalio.source_opener(allow_vrt, source.bundle_dpath)))
+        return info.height, info.width
+    if img.get("height") is None or img.get("width") is None:
+        raise DatasetError(f"image {img.get('id')}: a multi-file image needs width and height in its record")
+    return int(img["height"]), int(img["width"])
+
+
+def _add_layer_polygons(dset, gid: int, georef: Georef, dims: tuple[int, int], found: _Layer, path: str) -> int:
+    """Add the polygons of ``found`` that land on image ``gid``; returns how many were added."""
+    import kwimage
+    import shapely
+    import shapely.affinity
+    height, width = dims
+    image_srs = _srs(georef.crs_wkt)
+    corners = [(x, y) for x, y in _ring(width, height)]
+    world = np.array([georef.transform.matrix @ (x, y, 1.0) for x, y in corners])[:, :2]
+    to_layer = osr.CoordinateTransformation(image_srs, found.srs)
+    footprint = np.array(to_layer.TransformPoints(world.tolist()))[:, :2]
+    candidates = found.tree.query(shapely.box(*footprint.min(axis=0), *footprint.max(axis=0)))
+    if not len(candidates):
+        return 0
+    to_image = osr.CoordinateTransformation(found.srs, image_srs)
+    to_pixels = np.linalg.inv(georef.transform.matrix)
+    params = [to_pixels[0, 0], to_pixels[0, 1], to_pixels[1, 0], to_pixels[1, 1], to_pixels[0, 2], to_pixels[1, 2]]
+    frame = shapely.box(0, 0, width, height)
+    added = 0
+    for i in sorted(candidates.tolist()):
+        geom = found.geometries[i].Clone()
+        geom.Transform(to_image)
+        shape = shapely.affinity.affine_transform(shapely.from_wkb(bytes(geom.ExportToWkb())), params)
+        shape = shape.intersection(frame)
+        shape = shapely.MultiPolygon([p for p in getattr(shape, "geoms", [shape])
+                                      if p.geom_type == "Polygon" and p.area > 0])
+        if shape.is_empty:
+            continue
+        x0, y0, x1, y1 = shape.bounds
+        dset.add_annotation(gid, category_id=dset.ensure_category(found.names[i]), bbox=[x0, y0, x1 - x0, y1 - y0],
+                            segmentation=kwimage.MultiPolygon.from_shapely(shape).to_coco("new"), area=shape.area,
+                            **{VECTOR_SOURCE: {"file": path, "layer": found.name, "fid": found.fids[i]}})
+        added += 1
+    return added
+
+
+def _ring(width: int, height: int) -> list[tuple[float, float]]:
+    """Points along the border of a ``width`` x ``height`` pixel box (:data:`FOOTPRINT_POINTS` per edge)."""
+    t = np.linspace(0.0, 1.0, FOOTPRINT_POINTS, endpoint=False)
+    return ([(width * v, 0.0) for v in t] + [(width, height * v) for v in t]
+            + [(width * (1 - v), height) for v in t] + [(0.0, height * (1 - v)) for v in t])
+
+
+def _publish(dset, out: str | os.PathLike) -> None:
+    """Write ``dset`` to ``out`` atomically, its file names rebased when ``out`` is in another folder."""
+    from ndpatch.cache.store import atomic_publish
+    out_dir = Path(out).resolve().parent
+    if out_dir != Path(dset.bundle_dpath).resolve():
+        for img in dset.dataset["images"]:
+            img.update(rebased_files(img, str(dset.bundle_dpath), out_dir))
+        dset.bundle_dpath = str(out_dir)
+    atomic_publish(out, lambda tmp: dset.dump(tmp, newlines=True))
+    dset.fpath = str(out)
 
 
 def _srs(wkt: str) -> osr.SpatialReference:
@@ -219,17 +279,27 @@ def _srs(wkt: str) -> osr.SpatialReference:
     return srs
 
 
-def _read_features(vectors: str, category_field: str | None, category: str | None,
-                   layer_name: str | None) -> list[tuple[str, ogr.Geometry, str]]:
-    """``(crs wkt, geometry, category name)`` of every areal feature of the vector file."""
+def _read_layers(vectors: str | os.PathLike, category_field: str | None, category: str | None,
+                 layer_name: str | None) -> list[_Layer]:
+    """Every layer to import (``layer_name``, else all), with its areal features (Polygon, MultiPolygon)."""
+    import shapely
+    if not os.path.exists(vectors):
+        raise SourceReadError(f"vector file {vectors} does not exist")
     try:
-        source = ogr.Open(str(vectors))
+        source = gdal.OpenEx(str(vectors), gdal.OF_VECTOR | gdal.OF_READONLY)
     except RuntimeError as err:
-        raise SourceReadError(f"vector file {vectors}: OGR cannot open it: {err}") from err
-    layers = [source.GetLayerByName(layer_name)] if layer_name else list(source)
+        source, reason = None, f": {err}"
+    else:
+        reason = ""
+    if source is None:
+        raise SourceReadError(f"vector file {vectors}: OGR cannot read it as vector data (GeoJSON, GeoPackage, "
+                              f"Shapefile, ...){reason}")
+    layers = ([source.GetLayerByName(layer_name)] if layer_name
+              else [source.GetLayerByIndex(i) for i in range(source.GetLayerCount())])
     if not layers or layers[0] is None:
-        raise SourceReadError(f"vector file {vectors}: no layer {layer_name!r}")
-    features = []
+        raise SourceReadError(f"vector file {vectors}: no layer {layer_name!r}" if layer_name
+                              else f"vector file {vectors} has no layer")
+    read = []
     for layer in layers:
         srs = layer.GetSpatialRef()
         if srs is None:
@@ -237,12 +307,17 @@ def _read_features(vectors: str, category_field: str | None, category: str | Non
         if category_field is not None and layer.GetLayerDefn().GetFieldIndex(category_field) < 0:
             raise DatasetError(f"vector file {vectors}: layer {layer.GetName()!r} has no field "
                                f"{category_field!r}")
-        wkt = srs.ExportToWkt()
+        srs = srs.Clone()
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        fids, geometries, names, shapes = [], [], [], []
         for feature in layer:
             geometry = feature.GetGeometryRef()
             if geometry is None or ogr.GT_Flatten(geometry.GetGeometryType()) not in (
                     ogr.wkbPolygon, ogr.wkbMultiPolygon):
                 continue
-            name = category if category_field is None else str(feature.GetField(category_field))
-            features.append((wkt, geometry.Clone(), name))
-    return features
+            fids.append(int(feature.GetFID()))
+            geometries.append(geometry.Clone())
+            names.append(category if category_field is None else str(feature.GetField(category_field)))
+            shapes.append(shapely.from_wkb(bytes(geometry.ExportToWkb())))
+        read.append(_Layer(layer.GetName(), srs, fids, geometries, names, shapely.STRtree(shapes)))
+    return read

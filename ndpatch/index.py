@@ -78,7 +78,7 @@ class DatasetIndex:
         return int(img["height"]), int(img["width"])
 
     def check_file_dims(self, gid: int, file_dims: tuple[int, int]) -> None:
-        """Warn (once per image) when the record's width/height disagree with its file's; ndpatch uses the file's.
+        """Warn (once per image) when the record's width/height disagree with its file's; reads use the file's.
 
         Example:
             >>> import warnings
@@ -87,14 +87,15 @@ class DatasetIndex:
             ...     warnings.simplefilter("always")
             ...     index.check_file_dims(1, (6, 8)); index.check_file_dims(1, (60, 80)); index.check_file_dims(1, (60, 80))
             >>> print(*[w.message for w in caught])
-            image 1 (a.tif): the dataset says it is 8x6 (width x height) but the file is 80x60; ndpatch uses the file's size
+            image 1 (a.tif): the dataset says it is 8x6 (width x height) but the file is 80x60; ndpatch reads the file's size (sampling strategies place windows by the dataset's: correct its width and height)
         """
         declared = self.image_dims(gid)
         if declared is None or tuple(declared) == tuple(file_dims) or gid in self._dims_warned:
             return
         self._dims_warned.add(gid)
         warnings.warn(f"{self.describe(gid)}: the dataset says it is {declared[1]}x{declared[0]} (width x height) "
-                      f"but the file is {file_dims[1]}x{file_dims[0]}; ndpatch uses the file's size",
+                      f"but the file is {file_dims[1]}x{file_dims[0]}; ndpatch reads the file's size (sampling strategies "
+                      "place windows by the dataset's: correct its width and height)",
                       DatasetWarning, stacklevel=3)
 
     # -- files -------------------------------------------------------------------------
@@ -151,12 +152,13 @@ class DatasetIndex:
         what = f"image {gid} ({files[0].source.path}, ...)"
         return [(files[k], bands, positions) for k, bands, positions in file_channel_plan(files, channels, what)]
 
-    def georef(self, gid: int) -> Georef | None:
+    def georef(self, gid: int, allow_vrt: bool = False) -> Georef | None:
         """Image ``gid``'s pixel → world georeferencing read from its files' headers, or None.
 
-        A sampler takes it from its image records (their cache entries) instead.
+        Files are opened as a backend with ``allow_vrt`` opens them. A sampler
+        takes it from its image records (their cache entries) instead.
         """
-        return files_georef(self.files(gid))
+        return files_georef(self.files(gid), allow_vrt)
 
     def bands_for(self, gid: int, channels: Any, n_bands: int,
                   declared: tuple[str, ...] | None = None) -> list[int] | None:

@@ -22,16 +22,16 @@ from typing import Any
 import kwimage
 import numpy as np
 
-from ndpatch import geo
 from ndpatch.annots import window_annots
 from ndpatch.cache import make_backend
 from ndpatch.cache.base import CacheEntry, read_window
-from ndpatch.errors import TargetError
+from ndpatch.cache.validity import resampled_valid_fraction, valid_fraction
+from ndpatch.errors import NdpatchError, TargetError
 from ndpatch.index import DatasetIndex
 from ndpatch.masks import window_masks
 from ndpatch.readers import BATCH_THREADS, READERS
 from ndpatch.record import ImageRecord, ImageRecords
-from ndpatch.target import Target, parse_target, window_params
+from ndpatch.target import Target, clip_window, parse_target, window_params
 from ndpatch.video import is_video_target, load_video_batch, load_video_sample
 from ndpatch.warp import read_aligned, read_resampled
 
@@ -45,6 +45,9 @@ class CocoSampler:
             else the per-user cache dir.
         backend: ``None`` (read sources directly through GDAL), or a cache
             backend name (``'npy'``, ``'cog'``, ``'auto'``) or instance.
+        allow_vrt: also read GDAL VRT images, when every file they reference is
+            inside the dataset's folder (off by default: a VRT can point at any
+            file on the machine; docs/geo.md). Passed to the backend.
         backend_options: settings passed to the backend (e.g. ``blocksize``).
 
     Each request is parse → image record (:attr:`records`, resolved once per
@@ -53,11 +56,14 @@ class CocoSampler:
     """
 
     def __init__(self, dset: Any, workdir: str | None = None, backend: Any = None,
-                 autoinit: bool = True, verbose: int = 0, **backend_options):
+                 autoinit: bool = True, verbose: int = 0, allow_vrt: bool = False, **backend_options):
         self.index = DatasetIndex(dset)
         self.workdir = workdir
         self.verbose = verbose
-        self.backend = make_backend(backend, workdir=workdir, **backend_options)
+        if allow_vrt and not isinstance(backend, (str, type(None))) and not getattr(backend, "allow_vrt", False):
+            raise NdpatchError("allow_vrt=True with a backend instance that does not allow VRTs: "
+                               "make the backend with allow_vrt=True")
+        self.backend = make_backend(backend, workdir=workdir, allow_vrt=allow_vrt, **backend_options)
         self.records = ImageRecords(self.index, self.backend)
         self._regions = None
         self._classes = None
@@ -149,12 +155,11 @@ class CocoSampler:
         tf_rel_to_abs = kwimage.Affine(np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]]))
         if tr.scale != 1:
             tf_rel_to_abs = tf_rel_to_abs @ kwimage.Affine.scale(1 / tr.scale)
-        if tr.scale == 1 and nodata is None:  # geo.valid_fraction's value, without per-pixel work
-            rows_in = max(0, min(y1, data_dims[0]) - max(y0, 0))
-            cols_in = max(0, min(x1, data_dims[1]) - max(x0, 0))
-            valid_fraction = (rows_in / (y1 - y0)) * (cols_in / (x1 - x0))
+        if tr.scale == 1 and not record.multi:
+            valid_fraction = self._valid_fraction(record.entry, tr, record.bands(tr.channels), im)
         else:
-            valid_fraction = geo.valid_fraction(im, tf_rel_to_abs, data_dims, nodata)
+            valid_fraction = resampled_valid_fraction(self.backend, record.parts(tr.channels), tf_rel_to_abs, im,
+                                                      data_dims)
         normalized = {
             **target, "gid": tr.gid, "space_slice": space_slice, "slices": space_slice,
             "pad": tr.pad, "space_dims": data_dims, "data_dims": data_dims,
@@ -186,6 +191,43 @@ class CocoSampler:
             if label_map is not None:
                 sample["label_map"] = label_map
         return sample
+
+    def valid_fraction(self, target: dict) -> float:
+        """``params['valid_fraction']`` of a target's window, reading only what it needs.
+
+        The share of the window's pixels inside the image and valid by GDAL's mask
+        (alpha band, ``.msk`` or internal mask, nodata: :mod:`ndpatch.cache.validity`).
+        A scale-1 window of one file reads no pixels unless its file has a
+        nodata value (then its pixels), or a mask band (then that).
+        """
+        if is_video_target(target) or target.get("gsd") is not None:
+            return self.load_sample(target, with_annots=False)["params"]["valid_fraction"]
+        tr = self.parse(target)
+        record = self.records.get(tr.gid)
+        if tr.scale != 1 or record.multi:
+            return self.load_sample(target, with_annots=False)["params"]["valid_fraction"]
+        return self._valid_fraction(record.entry, tr, None, None)
+
+    def _valid_fraction(self, entry: CacheEntry, tr: Target, bands: list[int] | None,
+                        im: np.ndarray | None) -> float:
+        """The valid-pixel fraction of a scale-1 window of one file (GDAL's mask: :mod:`ndpatch.cache.validity`).
+
+        Arithmetic for all-valid files; a nodata file's pixels are the sample's own (``im``)
+        when it holds every band unconverted, else read; a mask band is read.
+        """
+        rows, cols = tr.rows, tr.cols
+        if entry.mask == "all_valid":
+            rows_in = max(0, min(rows.stop, entry.height) - max(rows.start, 0))
+            cols_in = max(0, min(cols.stop, entry.width) - max(cols.start, 0))
+            return (rows_in / (rows.stop - rows.start)) * (cols_in / (cols.stop - cols.start))
+        pixels = None
+        every_band = bands is None or bands == list(range(entry.bands))
+        if entry.mask == "nodata" and im is not None and every_band and im.dtype == entry.dtype and \
+                not (tr.fill is not None and np.isnan(tr.fill)):
+            inner_rows, inner_cols = clip_window(rows, cols, entry.height, entry.width)
+            pixels = im[inner_rows.start - rows.start:inner_rows.stop - rows.start,
+                        inner_cols.start - cols.start:inner_cols.stop - cols.start]
+        return valid_fraction(self.backend, entry, rows, cols, pixels)
 
     def _gsd_scale(self, target: dict) -> float:
         """The scale that gives a target's ``gsd`` (CRS units per output pixel)."""

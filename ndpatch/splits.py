@@ -121,22 +121,6 @@ def _box_touches(bbox, region: dict) -> bool:
                for bc in range(c0 // size, (c1 - 1) // size + 1)) if r1 > r0 and c1 > c0 else False
 
 
-def _rebased(record: dict, src_bundle: str, out_dir: Path) -> dict:
-    """An image record whose relative file names point from ``out_dir`` to the same files."""
-    from ndpatch.dataset import resolve_path
-
-    def rebase(name: str) -> str:
-        path = resolve_path(src_bundle, name)
-        return path if path.startswith("/vsi") else os.path.relpath(path, out_dir)
-
-    record = dict(record)
-    if record.get("file_name"):
-        record["file_name"] = rebase(record["file_name"])
-    if record.get("assets"):
-        record["assets"] = [{**a, "file_name": rebase(a["file_name"])} for a in record["assets"]]
-    return record
-
-
 def split_dataset(dataset: Any, out_dir: str | os.PathLike, fractions: dict[str, float] | None = None,
                   by: str = "image", block_size: int = 1024, seed: int = 0,
                   overwrite: bool = False) -> dict[str, dict]:
@@ -144,7 +128,7 @@ def split_dataset(dataset: Any, out_dir: str | os.PathLike, fractions: dict[str,
     import kwcoco
 
     from ndpatch.cache.store import atomic_publish
-    from ndpatch.dataset import load_dataset
+    from ndpatch.dataset import load_dataset, rebased_files
 
     fractions = check_fractions(dict(fractions or {"train": 0.8, "val": 0.1, "test": 0.1}))
     if by not in SPLIT_BY:
@@ -192,7 +176,7 @@ def split_dataset(dataset: Any, out_dir: str | os.PathLike, fractions: dict[str,
         images, anns = [], []
         for gid in sorted(chosen):
             region = chosen[gid]
-            image = {**_rebased(dset.imgs[gid], str(dset.bundle_dpath), out_dir), "split": name}
+            image = {**rebased_files(dset.imgs[gid], str(dset.bundle_dpath), out_dir), "split": name}
             if region is not None:
                 image["split_region"] = region
             images.append(image)

@@ -40,6 +40,8 @@ negatives, are this function on the sample's window):
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 from osgeo import gdal
 
@@ -121,3 +123,58 @@ def valid_fraction(backend: Backend, entry: CacheEntry, rows: slice, cols: slice
         inside = max(0, inner_rows.stop - inner_rows.start) * max(0, inner_cols.stop - inner_cols.start)
         return inside / ((rows.stop - rows.start) * (cols.stop - cols.start))
     return float(read_valid_mask(backend, entry, rows, cols, pixels).mean())
+
+
+def resampled_valid_fraction(backend: Backend, parts: Sequence[tuple], tf_rel_to_abs, im: np.ndarray,
+                              dims: tuple[int, int]) -> float:
+    """The fraction of a resampled or multi-file sample's pixels that hold data.
+
+    ``parts`` are the files read (``(entry, warp to image pixels, bands,
+    output positions)``, :meth:`ndpatch.record.ImageRecord.parts`);
+    ``tf_rel_to_abs`` maps sample pixels to image pixels; ``dims`` is the image
+    (H, W). A sample pixel holds data when its centre is in the image and, for
+    at least one file, valid by that file's mask (see the module):
+    an ``all_valid`` file wherever it covers the centre (arithmetic only, when
+    every file is so); a ``nodata`` file where the sample's channels from it
+    are not all nodata; a file with a mask band (alpha, ``.msk``, internal) by
+    the mask of the file pixel under the centre. Windows read at scale 1 from
+    one file take :func:`valid_fraction` instead (exact).
+    """
+    m = np.asarray(tf_rel_to_abs.matrix, dtype=np.float64)
+    height, width = im.shape[:2]
+    cy = m[1, 1] * (np.arange(height) + 0.5) + m[1, 2]
+    cx = m[0, 0] * (np.arange(width) + 0.5) + m[0, 2]
+    rows_in = (cy > 0) & (cy < dims[0])
+    cols_in = (cx > 0) & (cx < dims[1])
+    if all(entry.mask == "all_valid" for entry, *_ in parts):
+        return float(rows_in.mean() * cols_in.mean())
+    valid = np.zeros((height, width), bool)
+    for entry, warp, _, positions in parts:
+        if entry.mask == "nodata":
+            values = im[..., positions]
+            nodata = np.isnan(values) if np.isnan(entry.nodata) else values == entry.nodata
+            if im.dtype.kind == "f" and not np.isnan(entry.nodata):
+                nodata |= np.isnan(values)  # nodata turned into NaN by a 'float' fill
+            valid |= ~nodata.all(axis=-1)
+        else:
+            valid |= _file_valid(backend, entry, np.asarray(warp.inv().matrix) @ m, (height, width))
+    valid &= rows_in[:, None] & cols_in[None, :]
+    return float(valid.mean())
+
+
+def _file_valid(backend: Backend, entry: CacheEntry, file_from_sample: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Whether each sample pixel's centre falls on a valid pixel of ``entry``'s file (outside it: not)."""
+    ys, xs = np.mgrid[0:shape[0], 0:shape[1]] + 0.5
+    f = file_from_sample
+    rows = np.floor(f[1, 0] * xs + f[1, 1] * ys + f[1, 2]).astype(np.int64)
+    cols = np.floor(f[0, 0] * xs + f[0, 1] * ys + f[0, 2]).astype(np.int64)
+    inside = (rows >= 0) & (rows < entry.height) & (cols >= 0) & (cols < entry.width)
+    valid = np.zeros(shape, bool)
+    if entry.mask == "all_valid" or not inside.any():
+        valid[inside] = entry.mask == "all_valid"
+        return valid
+    r0, c0 = int(rows[inside].min()), int(cols[inside].min())
+    mask = read_valid_mask(backend, entry, slice(r0, int(rows[inside].max()) + 1),
+                           slice(c0, int(cols[inside].max()) + 1))
+    valid[inside] = mask[rows[inside] - r0, cols[inside] - c0]
+    return valid

@@ -27,23 +27,33 @@ from ndpatch.target import window_from_center
 
 #: ``--targets`` choices.
 TARGET_KINDS = ("grid", "positives", "negatives", "mixed")
+#: The grid options of :func:`make_plan` (``targets='grid'``) and their defaults.
+GRID_DEFAULTS = {"stride": None, "edge": "shift", "pad_direction": "end", "padding": None}
 
 
 def parse_window(size: str | int | tuple) -> tuple[int, int]:
     """``256`` → (256, 256); ``'256x512'`` → (height 256, width 512)."""
-    if isinstance(size, (tuple, list)):
-        parts = list(size)
-    else:
-        parts = str(size).lower().split("x")
+    return parse_pair(size, int, "window size", minimum=1)
+
+
+def parse_pair(value: str | float | tuple, kind: type = int, name: str = "value",
+               minimum: float = 0) -> tuple:
+    """A per-axis value, ``(rows, cols)``: ``N`` for both, ``'AxB'`` or a pair; each ``>= minimum``.
+
+    >>> parse_pair("128x64"), parse_pair(0.25, float, "overlap"), parse_pair([3, 4])
+    ((128, 64), (0.25, 0.25), (3, 4))
+    """
+    parts = list(value) if isinstance(value, (tuple, list)) else str(value).lower().split("x")
+    example = "256 or 256x512" if kind is int else "0.25 or 0.25x0.5"
     try:
-        dims = [int(p) for p in parts]
-    except ValueError:
-        raise TargetError(f"window size must be N or HxW (e.g. 256 or 256x512), got {size!r}") from None
-    if len(dims) == 1:
-        dims = dims * 2
-    if len(dims) != 2 or min(dims) < 1:
-        raise TargetError(f"window size must be N or HxW with positive sizes, got {size!r}")
-    return dims[0], dims[1]
+        values = [kind(p) for p in parts]
+    except (TypeError, ValueError):
+        raise TargetError(f"{name} must be N or HxW (e.g. {example}), got {value!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < minimum:
+        raise TargetError(f"{name} must be N or HxW with values >= {minimum}, got {value!r}")
+    return values[0], values[1]
 
 
 @dataclass(frozen=True)
@@ -87,11 +97,12 @@ def stratified_subset(table: np.ndarray, count: int, seed: int) -> np.ndarray:
 
 
 def strategy_targets(sampler, targets: str, window: tuple[int, int], overlap: float,
-                     count: int | None, seed: int) -> list[tuple[int, slice, slice]]:
+                     count: int | None, seed: int, **grid) -> list[tuple[int, slice, slice]]:
     """``(gid, rows, cols)`` of each window, from the sampler's sampling strategies (``sampler.regions``).
 
-    ``grid``: ``new_sample_grid`` (every pixel covered; the last window on each
-    axis ends on the image edge), in image, row, column order. ``positives``:
+    ``grid``: ``new_sample_grid`` (``overlap`` and ``grid``: ``stride``, ``edge``,
+    ``pad_direction``, ``padding``; by default every pixel covered and the last
+    window on each axis ending on the image edge), in image, row, column order. ``positives``:
     ``count`` windows centred on annotations (default: each annotation once);
     ``negatives``: ``count`` windows that meet no annotation (default: as many
     as annotations); ``mixed``: half and half (default: each annotation once
@@ -100,8 +111,8 @@ def strategy_targets(sampler, targets: str, window: tuple[int, int], overlap: fl
     regions = sampler.regions
     regions.configure(window_dims=window)
     if targets == "grid":
-        grid = regions.new_sample_grid(window_dims=window, window_overlap=overlap)
-        rows = [(tr["gid"], *tr["space_slice"]) for tr in grid["positives"] + grid["negatives"]]
+        windows = regions.new_sample_grid(window_dims=window, window_overlap=overlap, **grid)
+        rows = [(tr["gid"], *tr["space_slice"]) for tr in windows["positives"] + windows["negatives"]]
         order = {gid: i for i, gid in enumerate(sorted(sampler.dset.imgs))}
         return sorted(rows, key=lambda r: (order[r[0]], r[1].start, r[2].start))
     n_annots = regions.epoch_size  # annotations that can be drawn (in a block split: placeable ones)
@@ -118,14 +129,21 @@ def strategy_targets(sampler, targets: str, window: tuple[int, int], overlap: fl
 
 
 def make_plan(sampler, window: tuple[int, int], targets: str = "grid", overlap: float = 0.0,
-              count: int | None = None, seed: int = 0) -> Plan:
-    """The windows of an export over the sampler's dataset, minus those outside their split's blocks."""
+              count: int | None = None, seed: int = 0, **grid) -> Plan:
+    """The windows of an export over the sampler's dataset, minus those outside their split's blocks.
+
+    ``grid`` (``stride``, ``edge``, ``pad_direction``, ``padding``) places the
+    windows of ``targets='grid'`` (:class:`~ndpatch.sampling.geometry.GridRule`).
+    """
     if targets not in TARGET_KINDS:
         raise TargetError(f"unknown targets {targets!r}; expected one of {', '.join(TARGET_KINDS)}")
+    given = sorted(key for key, value in grid.items() if value != GRID_DEFAULTS[key])
+    if targets != "grid" and given:
+        raise TargetError(f"{', '.join(given)} place grid windows; targets={targets!r} takes none")
     if count is not None and count < 0:
         raise TargetError(f"count must be >= 0, got {count!r}")
     rows = []
-    for gid, rs, cs in strategy_targets(sampler, targets, window, overlap, count, seed):
+    for gid, rs, cs in strategy_targets(sampler, targets, window, overlap, count, seed, **grid):
         region = sampler.dset.imgs[gid].get("split_region")
         if region is None or window_in_region(region, rs, cs):
             rows.append((gid, rs.start, cs.start))

@@ -45,7 +45,7 @@ from ndpatch.export.folder import ExportFolder
 from ndpatch.export.job import (WORKER_MODULES, WRITERS, Job, JobSpec, dataset_file_identity, init_worker,
                                 iter_records, open_sampler, run_block)
 from ndpatch.export.manifest import block_problem, digest, image_inputs
-from ndpatch.export.plan import make_plan, parse_window
+from ndpatch.export.plan import GRID_DEFAULTS, make_plan, parse_window
 from ndpatch.export.screen import refuse
 from ndpatch.masks import label_dtype
 from ndpatch.workers import default_workers, process_pool, stop_workers
@@ -133,7 +133,8 @@ def export(dataset: Any, out_dir: str | os.PathLike, format: str = "chips", wind
            overlap: float = 0.0, targets: str = "grid", count: int | None = None, channels: Any = None,
            workers: int | None = 1, seed: int = 0, resume: bool = False, overwrite: bool = False,
            shard_size: int = 256, backend: Any = None, workdir: str | None = None,
-           progress: bool = True, strict: bool = False) -> dict:
+           progress: bool = True, strict: bool = False, *, stride=None, edge: str = "shift",
+           pad_direction="end", padding=None) -> dict:
     """Export a dataset's windows as a fixed training set; returns the summary.
 
     ``dataset`` is a dataset path (cheapest for workers: each loads it), a
@@ -144,6 +145,9 @@ def export(dataset: Any, out_dir: str | os.PathLike, format: str = "chips", wind
     the rest; ``overwrite`` replaces a previous export (only its own files).
     Annotations an export cannot use are skipped and listed in the summary's
     ``skipped_annotations``, or refused up front with ``strict=True``.
+    ``overlap`` (a fraction, or one per axis), ``stride``, ``edge``,
+    ``pad_direction`` and ``padding`` place the windows of ``targets='grid'``
+    (:class:`~ndpatch.sampling.geometry.GridRule`).
     See docs/export.md for the formats, the folder layout and the CLI.
     """
     if format not in WRITERS:
@@ -162,19 +166,21 @@ def export(dataset: Any, out_dir: str | os.PathLike, format: str = "chips", wind
             f"annotation {b.aid} (image {b.image_id}): {b.reason}" for b in bad[:5])
             + (" ..." if len(bad) > 5 else "") + " (listed in the summary's skipped_annotations)", stacklevel=2)
     window = parse_window(window)
+    grid = {key: value for key, value in (("stride", stride), ("edge", edge), ("pad_direction", pad_direction),
+                                          ("padding", padding)) if value != GRID_DEFAULTS[key]}
     writer = WRITERS[format]()
     categories = list(sampler.dset.dataset.get("categories", []))
     labels = label_dtype(max((int(c["id"]) for c in categories), default=0)).name
     settings = json.loads(json.dumps({  # as settings.json gives them back (tuples as lists ...)
         "format": format, "window": list(window), "overlap": overlap, "targets": targets, "count": count,
         "channels": channels, "seed": seed, "block_size": int(shard_size) if writer.sharded else CHIPS_PER_BLOCK,
-        "dataset": str(sampler.dset.fpath)}))
+        "dataset": str(sampler.dset.fpath), **({"grid": grid} if grid else {})}))
     folder = ExportFolder(out_dir)
     folder.check_before_lock(resume, overwrite)
     started = time.perf_counter()
     with folder.locked():
         resumed = folder.prepare(settings, resume, overwrite, ALL_RULES)
-        plan = make_plan(sampler, window, targets, overlap, count, seed)
+        plan = make_plan(sampler, window, targets, overlap, count, seed, **grid)
         folder.remove_temp_files(writer.rules)
         folder.start(settings, plan.table, writer.rules)
         spec = JobSpec(dataset=os.path.abspath(dataset) if dataset_identity is not None else sampler.dset,

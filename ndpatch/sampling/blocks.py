@@ -9,7 +9,7 @@ that positives are moved off (:func:`split_starts`).
 
 Example:
     >>> foreign = tuple(np.array([v], float) for v in (10, 0, 20, 10))   # another split's block
-    >>> split_grid_starts(foreign, (10, 20), (10, 10), 0.0, "shift")
+    >>> split_grid_starts(foreign, (10, 20), (10, 10), GridRule())
     [(0, 0)]
     >>> split_starts(foreign, 9.0, 5.0, 9.0, 5.0, (6, 6), (10, 20)).tolist()   # moved left, centre kept
     [[2.0, 4.0]]
@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from ndpatch.sampling.geometry import Bounds, axis_starts, box_hits, centre_starts, nearest_free_position
+from ndpatch.sampling.geometry import Bounds, GridRule, box_hits, centre_starts, nearest_free_position
 from ndpatch.splits import foreign_boxes
 
 
@@ -45,16 +45,20 @@ def split_obstacles(records: list[dict], images: dict[str, np.ndarray]) -> Bound
 
 
 def split_grid_starts(foreign: Bounds, dims: tuple[int, int], window_dims: tuple[int, int],
-                      overlap: float, edge: str) -> list[tuple[int, int]]:
-    """Starts of the grid windows (:func:`~ndpatch.sampling.geometry.grid_starts`) that meet no foreign block.
+                      rule: GridRule) -> list[tuple[int, int]]:
+    """Starts of the grid windows (:class:`~ndpatch.sampling.geometry.GridRule`) that meet no foreign block.
 
-    A last window shifted onto the image edge that would meet one takes its
-    ``edge='pad'`` placement instead (a subset of the shifted window's pixels,
-    plus padding).
+    A last window shifted onto the image edge (``edge='shift'``) that would
+    meet one takes its unshifted placement instead (a stride after the one
+    before it: a subset of the shifted window's pixels, plus padding).
     """
     h, w = window_dims
-    axes = [list(zip(axis_starts(n, d, overlap, edge).tolist(), axis_starts(n, d, overlap, "pad").tolist()))
-            for n, d in zip(dims, window_dims)]
+    axes = []
+    for starts, stride in zip(rule.axes(dims, window_dims), rule.strides(window_dims)):
+        unshifted = starts.copy()
+        if rule.edge == "shift" and len(starts) > 1:
+            unshifted[-1] = starts[-2] + stride
+        axes.append(list(zip(starts.tolist(), unshifted.tolist())))
     kept = []
     for (y_edge, y_pad), (x_edge, x_pad) in product(*axes):
         for y0, x0 in product(dict.fromkeys((y_edge, y_pad)), dict.fromkeys((x_edge, x_pad))):

@@ -28,10 +28,13 @@ class SamplingConfig:
         balance_power: 1 balances fully, 0 follows the counts (see
             :func:`category_probabilities`).
         neg_to_pos_ratio: negatives per positive in ``preselect`` and ``draw``.
-        max_nodata: a negative has at most this fraction of nodata or fill pixels
-            (None: not checked; reads the window's pixels).
-        nodata_value: the pixel value that counts as nodata (default: the source's
-            declared nodata; NaN always counts).
+        max_nodata: a negative has at most this fraction of pixels that hold no
+            data: outside the image, or invalid by GDAL's mask of the source (alpha
+            band, ``.msk`` or internal mask, nodata value; :mod:`ndpatch.cache.validity`).
+            None: not checked (checking reads the window's mask, or its pixels for a
+            nodata value).
+        nodata_value: a pixel value that counts as nodata instead of the source's
+            mask (pixels equal to it in every band, and NaN, are invalid).
         negative_tries: random placements tried per image before an exact search.
     """
 

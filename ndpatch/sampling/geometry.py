@@ -22,7 +22,9 @@ Example:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from itertools import product
+from numbers import Real
 from typing import Sequence
 
 import kwarray
@@ -32,6 +34,10 @@ import shapely
 from ndpatch.errors import TargetError
 
 Bounds = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+#: Grid ``edge`` rules (:class:`GridRule`).
+EDGES = ("shift", "pad", "overshoot", "drop")
+#: Where grid windows may run past the image (:class:`GridRule`).
+PAD_DIRECTIONS = ("end", "start", "both")
 
 
 def box_bounds(xywh: np.ndarray) -> Bounds:
@@ -76,32 +82,151 @@ def overlap_stride(window: int, overlap: float) -> int:
     >>> overlap_stride(4, 0.0), overlap_stride(4, 0.5), overlap_stride(3, 0.9)
     (4, 2, 1)
     """
-    if not 0 <= overlap < 1:
-        raise TargetError(f"window_overlap must be in [0, 1), got {overlap!r}")
+    if isinstance(overlap, bool) or not isinstance(overlap, Real) or not 0 <= overlap < 1:
+        raise TargetError(f"window_overlap must be a number in [0, 1) (or one per axis), got {overlap!r}")
     return max(1, int(round(window * (1 - overlap))))
 
 
-def axis_starts(length: int, window: int, overlap: float = 0.0, edge: str = "shift") -> np.ndarray:
-    """Starts of windows that cover ``[0, length)`` on one axis.
+def _per_axis(value, n_axes: int, name: str) -> tuple:
+    """``value`` for each of ``n_axes`` axes: a tuple of that length, or one value for all."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != n_axes:
+            raise TargetError(f"{name} has {len(value)} values, the grid has {n_axes} axes: {value!r}")
+        return tuple(value)
+    return (value,) * n_axes
 
-    The stride is :func:`overlap_stride`. ``edge='shift'`` aligns the last window
-    to the end of the axis (every window inside when the axis is at least one
-    window long); ``edge='pad'`` keeps the stride and lets the last window run
-    past the end (with overlap 0 each pixel is covered once).
+
+def _values(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def _check_size(window_dims: Sequence, name: str = "window size") -> tuple[int, ...]:
+    if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in window_dims):
+        raise TargetError(f"{name} must be a whole number of pixels >= 1 on every axis, got {tuple(window_dims)!r}")
+    return tuple(int(d) for d in window_dims)
+
+
+@dataclass(frozen=True)
+class GridRule:
+    """Where a grid puts windows along each axis. Every field is one value, or a tuple with one per axis.
+
+    Attributes:
+        overlap: the fraction of a window that neighbours share, in [0, 1)
+            (the stride is :func:`overlap_stride`).
+        stride: pixels between window starts, at least 1 (instead of ``overlap``);
+            larger than the window gives a sparse grid.
+        edge: what happens at the end of an axis that is not a whole number of strides
+            (:data:`EDGES`): ``'shift'`` the last window back onto the edge (ndsampler's,
+            kwarray's ``keepbound``); ``'pad'`` keep the stride and let windows run past
+            the image until the axis is covered (torchgeo's ``GridGeoSampler``);
+            ``'overshoot'`` windows may run up to ``padding`` pixels past the image
+            (Raster Vision's ``Box.get_windows``); ``'drop'`` only windows inside the image.
+        pad_direction: where windows may run past the image (:data:`PAD_DIRECTIONS`):
+            ``'end'`` (bottom, right), ``'start'`` (top, left) or ``'both'``; for
+            ``'pad'`` the grid is then anchored at the end of the axis, or centred.
+        padding: ``'overshoot'`` only: how far windows may run past the image
+            (default: half a window, Raster Vision's default).
+
+    An axis shorter than the window gets one padded window (placed by
+    ``pad_direction``), except with ``'drop'`` (none). A window that would not
+    meet the image at all (sparse ``'pad'`` grids, ``padding`` of a window or more)
+    is left out.
+
+    Example:
+        >>> def starts(**rule): return GridRule(stride=3, **rule).starts((11,), (4,)).ravel().tolist()
+        >>> starts(), starts(edge="pad"), starts(edge="pad", pad_direction="start")
+        ([0, 3, 6, 7], [0, 3, 6, 9], [-2, 1, 4, 7])
+        >>> starts(edge="overshoot"), starts(edge="overshoot", padding=0), starts(edge="drop")
+        ([0, 3, 6, 9], [0, 3, 6], [0, 3, 6])
+        >>> GridRule(stride=(5, 2), edge="drop").starts((10, 6), (2, 4)).tolist()      # sparse rows
+        [[0, 0], [0, 2], [5, 0], [5, 2]]
+    """
+
+    overlap: float | tuple[float, ...] = 0.0
+    stride: int | tuple[int, ...] | None = None
+    edge: str = "shift"
+    pad_direction: str | tuple[str, ...] = "end"
+    padding: int | tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.edge not in EDGES:
+            raise TargetError(f"edge must be one of {', '.join(map(repr, EDGES))}, got {self.edge!r}")
+        if not all(direction in PAD_DIRECTIONS for direction in _values(self.pad_direction)):
+            raise TargetError(f"pad_direction must be one of {', '.join(map(repr, PAD_DIRECTIONS))} "
+                              f"(or one per axis), got {self.pad_direction!r}")
+        for overlap in _values(self.overlap):
+            overlap_stride(1, overlap)
+        if self.stride is not None:
+            _check_size(_values(self.stride), "stride")
+            if any(overlap != 0 for overlap in _values(self.overlap)):
+                raise TargetError(f"give stride or window_overlap, not both (stride {self.stride!r}, "
+                                  f"window_overlap {self.overlap!r})")
+        if self.padding is not None and not all(
+                isinstance(p, (int, np.integer)) and not isinstance(p, bool) and p >= 0 for p in _values(self.padding)):
+            raise TargetError(f"padding must be a whole number of pixels >= 0 (or one per axis), got {self.padding!r}")
+
+    def starts(self, dims: Sequence[int], window_dims: Sequence[int]) -> np.ndarray:
+        """Window starts (one row per window, one column per axis) over an array of ``dims``, in row-major order."""
+        axes = self.axes(dims, window_dims)
+        return np.array(list(product(*axes)), dtype=np.int64).reshape(-1, len(axes))
+
+    def axes(self, dims: Sequence[int], window_dims: Sequence[int]) -> list[np.ndarray]:
+        """The starts on each axis (the grid is their product)."""
+        window_dims = _check_size(window_dims)
+        n = len(window_dims)
+        return [_axis_starts(self.edge, int(length), window, stride, direction, padding)
+                for length, window, stride, direction, padding in zip(
+                    dims, window_dims, self.strides(window_dims), _per_axis(self.pad_direction, n, "pad_direction"),
+                    _per_axis(self.padding, n, "padding"))]
+
+    def strides(self, window_dims: Sequence[int]) -> tuple[int, ...]:
+        """The stride on each axis: ``stride``, else from ``overlap``."""
+        n = len(window_dims)
+        return tuple(overlap_stride(int(window), overlap) if stride is None else int(stride)
+                     for window, overlap, stride in zip(window_dims, _per_axis(self.overlap, n, "window_overlap"),
+                                                        _per_axis(self.stride, n, "stride")))
+
+
+def _axis_starts(edge: str, length: int, window: int, stride: int, pad_direction: str,
+                 padding: int | None) -> np.ndarray:
+    """The starts of one axis of ``length`` pixels (see :class:`GridRule`)."""
+    if edge == "shift" and length >= window:
+        slider = kwarray.SlidingWindow((length,), (window,), stride=stride, keepbound=True, allow_overshoot=True)
+        return np.array([s.start for s in slider.basis_slices[0]], dtype=np.int64)
+    if edge == "drop":
+        return np.arange(0, length - window + 1, stride, dtype=np.int64)
+    if edge == "overshoot":
+        reach = window // 2 if padding is None else int(padding)
+        lo = -reach if pad_direction in ("start", "both") else 0
+        hi = length + reach if pad_direction in ("end", "both") else length
+        starts = np.arange(lo, hi - window + 1, stride, dtype=np.int64)
+    else:  # 'pad', and 'shift' on an axis shorter than the window: one padded window
+        n = max(math.ceil((length - window) / stride) + 1, 1)
+        starts = np.arange(n, dtype=np.int64) * stride - _offset((n - 1) * stride + window - length, pad_direction)
+    starts = starts[(starts < length) & (starts + window > 0)]
+    if not len(starts):  # no window fits the padded axis: one padded window
+        starts = np.array([-_offset(window - length, pad_direction)], dtype=np.int64)
+    return starts
+
+
+def _offset(overrun: int, pad_direction: str) -> int:
+    """How far before 0 a grid starts whose windows run ``overrun`` pixels past the axis."""
+    return {"end": 0, "start": overrun, "both": overrun // 2}[pad_direction]
+
+
+def axis_starts(length: int, window: int, overlap: float = 0.0, edge: str = "shift", **rule) -> np.ndarray:
+    """Starts of grid windows on one axis (:class:`GridRule`; ``rule``: ``stride``, ``pad_direction``, ``padding``).
 
     >>> axis_starts(10, 4).tolist(), axis_starts(10, 4, edge="pad").tolist()
     ([0, 4, 6], [0, 4, 8])
-    >>> axis_starts(10, 4, overlap=0.5).tolist(), axis_starts(3, 5).tolist()
-    ([0, 2, 4, 6], [0])
+    >>> axis_starts(10, 4, overlap=0.5).tolist(), axis_starts(3, 5).tolist(), axis_starts(3, 5, edge="drop").tolist()
+    ([0, 2, 4, 6], [0], [])
     """
-    stride = overlap_stride(window, overlap)
-    if edge not in ("shift", "pad"):
-        raise TargetError(f"edge must be 'shift' or 'pad', got {edge!r}")
-    return strided_starts(length, window, stride, edge)
+    return GridRule(overlap, edge=edge, **rule).starts((length,), (window,))[:, 0]
 
 
 def strided_starts(length: int, window: int, stride: int, edge: str = "shift") -> np.ndarray:
-    """Starts of windows ``stride`` apart that cover ``[0, length)`` (``edge`` as in :func:`axis_starts`).
+    """Starts of windows ``stride`` apart that cover ``[0, length)``: no gaps, so ``stride`` is at most ``window``.
 
     >>> strided_starts(7, 3, 2).tolist(), strided_starts(7, 3, 3).tolist()
     ([0, 2, 4], [0, 3, 4])
@@ -109,23 +234,19 @@ def strided_starts(length: int, window: int, stride: int, edge: str = "shift") -
     if not 1 <= stride <= window:
         raise TargetError(f"a stride of {stride} with windows of {window} would leave gaps: "
                           f"it must be in [1, {window}]")
-    if edge == "shift":
-        slider = kwarray.SlidingWindow((int(length),), (int(window),), stride=int(stride),
-                                       keepbound=True, allow_overshoot=True)
-        return np.array([s.start for s in slider.basis_slices[0]], dtype=np.int64)
-    n = math.ceil(max(length - window, 0) / stride) + 1   # 'pad': kwarray has no overrunning last window
-    return np.arange(n, dtype=np.int64) * stride
+    return axis_starts(length, window, edge=edge, stride=stride)
 
 
 def grid_starts(dims: Sequence[int], window_dims: Sequence[int], overlap: float = 0.0,
-                edge: str = "shift") -> np.ndarray:
-    """Starts (one row per window, one column per axis) of a grid covering an array of ``dims``.
+                edge: str = "shift", **rule) -> np.ndarray:
+    """Starts (one row per window, one column per axis) of a grid over an array of ``dims`` (:class:`GridRule`).
 
     >>> grid_starts((10, 5), (4, 5)).tolist()
     [[0, 0], [4, 0], [6, 0]]
+    >>> grid_starts((10, 5), (4, 5), stride=(3, 5), edge="drop").tolist()
+    [[0, 0], [3, 0], [6, 0]]
     """
-    axes = [axis_starts(n, w, overlap, edge) for n, w in zip(dims, window_dims)]
-    return np.array(list(product(*axes)), dtype=np.int64).reshape(-1, len(axes))
+    return GridRule(overlap, edge=edge, **rule).starts(dims, window_dims)
 
 
 def box_hits(bounds: Bounds, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:

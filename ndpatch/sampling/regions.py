@@ -39,7 +39,7 @@ from ndpatch.rng import ProcessStream, RngLike
 from ndpatch.sampling.balance import BalancedCycle
 from ndpatch.sampling.blocks import placeable_rows, split_grid_starts
 from ndpatch.sampling.config import SamplingConfig
-from ndpatch.sampling.geometry import box_hits, grid_starts
+from ndpatch.sampling.geometry import GridRule, box_hits
 from ndpatch.sampling.negatives import nodata_fraction, place_negative
 from ndpatch.sampling.positives import fitted_dims, positive_window, smallest_scale
 from ndpatch.sampling.table import TargetsTable, background_id
@@ -226,14 +226,17 @@ class Regions:
                 math.ceil(float(np.median(np.maximum(table["width"], 1))) * c))
 
     def _nodata_fraction(self, img: int, y0: int, x0: int, dims: tuple[int, int]) -> float:
+        """The share of a window's pixels that hold no data: outside the image or invalid by the source's mask.
+
+        With ``nodata_value`` configured, the pixels equal to it in every band (and NaN) count instead of the mask.
+        """
         h, w = dims
         gid = int(self.images["gid"][img])
         target = {"gid": gid, "space_slice": (slice(y0, y0 + h), slice(x0, x0 + w))}
+        if self.config.nodata_value is None:
+            return 1.0 - self.sampler.valid_fraction(target)
         im = self.sampler.load_sample(target, with_annots=False)["im"]
-        value = self.config.nodata_value
-        if value is None:
-            value = self.sampler.entry(gid).nodata
-        return nodata_fraction(im, y0, x0, self._image_dims(img), value)
+        return nodata_fraction(im, y0, x0, self._image_dims(img), self.config.nodata_value)
 
     def _acceptable(self, img: int, y0: int, x0: int, dims: tuple[int, int]) -> bool:
         h, w = dims
@@ -354,14 +357,18 @@ class Regions:
         return self.get_positive(None, gen)
 
     # -- grids -----------------------------------------------------------------------------
-    def new_sample_grid(self, task: str = "detection", window_dims=None, window_overlap: float = 0.0,
-                        edge: str = "shift", gids: Sequence[int] | None = None,
-                        time_stride: int | None = None,
+    def new_sample_grid(self, task: str = "detection", window_dims=None, window_overlap: float = 0.0, *,
+                        stride=None, edge: str = "shift", pad_direction="end", padding=None,
+                        gids: Sequence[int] | None = None, time_stride: int | None = None,
                         vidids: Sequence[int] | None = None) -> dict[str, list[dict]]:
-        """Windows covering every pixel of every image (or of ``gids``), split by label.
+        """Windows tiling every image (or ``gids``), split by label.
 
         ``window_dims`` is (height, width), ``'full'`` (one window per image) or
-        None (the configured ``window_dims``). Returns ``{'positives': [...],
+        None (the configured ``window_dims``). ``window_overlap`` (a fraction, or
+        one per axis) or ``stride`` (pixels, or ``(sy, sx)``; larger than the window
+        gives a sparse grid), ``edge`` (``'shift'``, ``'pad'``, ``'overshoot'``,
+        ``'drop'``), ``pad_direction`` and ``padding`` place the windows
+        (:class:`~ndpatch.sampling.geometry.GridRule`). Returns ``{'positives': [...],
         'negatives': [...]}``; each target has ``gid``, ``space_slice``, ``aids``
         (annotations whose extent meets the window) and ``label``.
         ``window_dims=(time, height, width)`` gives a space-time grid over every
@@ -370,10 +377,12 @@ class Regions:
         """
         if task not in ("detection", "image_detection"):
             raise TargetError(f"new_sample_grid supports task='detection', got {task!r}")
+        rule = GridRule(window_overlap, stride, edge, pad_direction, padding)
         if window_dims is not None and not isinstance(window_dims, str) and len(window_dims) == 3:
             from ndpatch.sampling.video import VideoRegions
             return VideoRegions(self.sampler, window_dims).new_sample_grid(
-                time_stride=time_stride, window_overlap=window_overlap, edge=edge, vidids=vidids)
+                time_stride=time_stride, window_overlap=window_overlap, edge=edge, vidids=vidids,
+                stride=stride, pad_direction=pad_direction, padding=padding)
         window_dims = self.config.window_dims if window_dims is None else window_dims
         if window_dims is None:
             raise TargetError("new_sample_grid needs window_dims=(height, width) or 'full'")
@@ -384,8 +393,8 @@ class Regions:
             dims = self._image_dims(img)
             wdims = dims if isinstance(window_dims, str) and window_dims == "full" else tuple(window_dims)
             foreign = table.foreign_bounds(img)
-            starts = (grid_starts(dims, wdims, window_overlap, edge).tolist() if foreign is None
-                      else split_grid_starts(foreign, dims, wdims, window_overlap, edge))
+            starts = (rule.starts(dims, wdims).tolist() if foreign is None
+                      else split_grid_starts(foreign, dims, wdims, rule))
             for target in table.labelled_windows(img, starts, wdims):
                 grid[target["label"] + "s"].append(target)
         return grid

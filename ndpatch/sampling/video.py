@@ -128,13 +128,14 @@ class VideoRegions:
 
     # -- grid ------------------------------------------------------------------------------
     def new_sample_grid(self, time_stride: int | None = None, window_overlap: float = 0.0,
-                        edge: str = "shift", vidids: Sequence[int] | None = None) -> dict[str, list[dict]]:
+                        edge: str = "shift", vidids: Sequence[int] | None = None, **rule) -> dict[str, list[dict]]:
         """Windows covering every pixel of every frame of every video (or of ``vidids``), split by label.
 
         Time windows start ``time_stride`` frames apart (default: the window
         length; at most it, so no frame is skipped), the last one aligned to
         the video's end. Space is tiled as :meth:`Regions.new_sample_grid`
-        (``window_overlap``, ``edge``). Each target has ``vidid``,
+        (``window_overlap``, ``edge``, ``rule``: ``stride``, ``pad_direction``,
+        ``padding``). Each target has ``vidid``,
         ``time_slice``, ``space_slice``, ``aids`` (annotations that meet the
         window, by frame then id) and ``label`` (``'positive'`` when ``aids``).
         """
@@ -146,7 +147,7 @@ class VideoRegions:
             info = self._video(vidid)
             if not info.gids:
                 continue
-            space = grid_starts(info.dims, (height, width), window_overlap, edge).tolist()
+            space = grid_starts(info.dims, (height, width), window_overlap, edge, **rule).tolist()
             for t0 in strided_starts(len(info.gids), n_time, stride).tolist():
                 frames = self._time_window(len(info.gids), t0)
                 for y0, x0 in space:
