@@ -18,9 +18,11 @@ Example:
 """
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 
 import numpy as np
 
@@ -290,12 +292,14 @@ def annotation_boxes(anns: Sequence[dict], what=None) -> np.ndarray:
 
 def _given_boxes(anns: list[dict], what) -> np.ndarray:
     """The ``bbox`` of annotations that have one, as (N, 4) float64; the first malformed one raises."""
+    bboxes = [ann["bbox"] for ann in anns]
     try:
-        xywh = np.array([ann["bbox"] for ann in anns])
-    except ValueError:  # ragged
+        kinds = set(map(type, itertools.chain.from_iterable(bboxes)))
+        xywh = np.array(bboxes, dtype=np.float64)
+    except (TypeError, ValueError):  # not lists, strings, ragged
         xywh = None
-    if xywh is not None and xywh.dtype.kind in "iuf" and xywh.shape == (len(anns), 4):
-        xywh = xywh.astype(np.float64)
+    if xywh is not None and xywh.shape == (len(anns), 4) and bool not in kinds \
+            and all(issubclass(kind, Real) for kind in kinds):
         with np.errstate(invalid="ignore", over="ignore"):
             far = np.abs(np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1))
             if np.isfinite(xywh).all() and (xywh[:, 2:] >= 0).all() and (far <= MAX_COORDINATE).all():
@@ -304,7 +308,7 @@ def _given_boxes(anns: list[dict], what) -> np.ndarray:
         problem = bbox_problem(ann["bbox"])
         if problem is not None:
             raise DatasetError(f"{describe_annotation(ann, what)}: {problem}")
-    return np.array([ann["bbox"] for ann in anns], dtype=np.float64)
+    return np.array(bboxes, dtype=np.float64)
 
 
 def annotation_xywh(ann: dict) -> list[float]:
