@@ -125,24 +125,21 @@ def window_size(text: str) -> str:
     return text
 
 
-def per_axis(kind: type, name: str, minimum: float = 0, below: float | None = None):
-    """An argparse ``type``: ``N`` or ``HxW`` (the export planner's :func:`~ndpatch.export.plan.parse_pair`).
+def per_axis(number: Number):
+    """An argparse ``type``: ``N`` or ``HxW``, each value a ``number``.
 
     One value is returned as it is (a default-looking setting stays a scalar), two as a tuple.
 
     Example:
-        >>> per_axis(float, "overlap", below=1)("0.25x0.5"), per_axis(int, "stride", 1)("64")
+        >>> per_axis(Number(float, ge=0, lt=1))("0.25x0.5"), per_axis(POSITIVE_INT)("64")
         ((0.25, 0.5), 64)
     """
     def parse(text: str):
-        from ndpatch.export.plan import parse_pair
-        try:
-            values = parse_pair(text, kind, name, minimum)
-        except NdpatchError as err:
-            raise argparse.ArgumentTypeError(str(err)) from None
-        if below is not None and max(values) >= below:
-            raise argparse.ArgumentTypeError(f"{name} must be below {below:g}, got {text!r}")
-        return values[0] if "x" not in text.lower() else values
+        parts = text.lower().split("x")
+        if len(parts) > 2:
+            raise argparse.ArgumentTypeError(f"{text!r} is not N or HxW ({number.describe()} each)")
+        values = tuple(number(part) for part in parts)
+        return values[0] if len(values) == 1 else values
     return parse
 
 
@@ -366,9 +363,9 @@ def add_export(subparsers) -> None:
     parser.add_argument("--window", type=window_size, default="256", help="window size: N, or HxW such as 256x512")
     parser.add_argument("--targets", default="grid", choices=list(TARGET_KINDS), help="which windows")
     grid = parser.add_argument_group("grid windows (--targets grid; docs/sampling.md)")
-    grid.add_argument("--overlap", type=per_axis(float, "overlap", below=1), default=0.0,
+    grid.add_argument("--overlap", type=per_axis(Number(float, ge=0, lt=1)), default=0.0,
                       help="overlap of neighbouring grid windows, a fraction in [0, 1), or HxW per axis")
-    grid.add_argument("--stride", type=per_axis(int, "stride", 1), default=None,
+    grid.add_argument("--stride", type=per_axis(POSITIVE_INT), default=None,
                       help="pixels between grid windows, N or HxW, instead of --overlap; larger than the "
                            "window gives a sparse grid (default: from --overlap)")
     grid.add_argument("--edge", default="shift", choices=list(EDGES),
@@ -377,7 +374,7 @@ def add_export(subparsers) -> None:
     grid.add_argument("--pad-direction", default="end", choices=list(PAD_DIRECTIONS),
                       help="where windows may run past the image (pad, overshoot): end (bottom, right), "
                            "start (top, left) or both")
-    grid.add_argument("--padding", type=per_axis(int, "padding", 0), default=None,
+    grid.add_argument("--padding", type=per_axis(Number(int, ge=0)), default=None,
                       help="how far windows may run past the image, N or HxW (--edge overshoot; "
                            "default: half a window)")
     parser.add_argument("--count", type=POSITIVE_INT, default=None, help="number of chips (default: all targets)")

@@ -259,7 +259,7 @@ def test_library_logger_is_silent_by_default_and_cli_levels(dset, tmp_path, caps
     workdir = str(tmp_path / "cache")
     assert main(["-v", "warmup", dset.fpath, "--backend", "npy", "--workers", "0", "--workdir", workdir]) == 0
     err = capsys.readouterr().err
-    assert "ndpatch.cli: INFO: warmup with backend='npy'" in err and "DEBUG" not in err
+    assert "ndpatch.cli: INFO: warmup with allow_vrt=False, backend='npy'" in err and "DEBUG" not in err
     assert main(["cache", "info", "--workdir", workdir, "-vv"]) == 0
     assert f"ndpatch.cli: DEBUG: ndpatch {ndpatch.__version__}" in capsys.readouterr().err
     assert main(["-q", "cache", "info", "--workdir", workdir]) == 0

@@ -226,10 +226,7 @@ class Regions:
                 math.ceil(float(np.median(np.maximum(table["width"], 1))) * c))
 
     def _nodata_fraction(self, img: int, y0: int, x0: int, dims: tuple[int, int]) -> float:
-        """The share of a window's pixels that hold no data: outside the image or invalid by the source's mask.
-
-        With ``nodata_value`` configured, the pixels equal to it in every band (and NaN) count instead of the mask.
-        """
+        """The share of a window's pixels outside the image or invalid by its mask (or equal to ``nodata_value``)."""
         h, w = dims
         gid = int(self.images["gid"][img])
         target = {"gid": gid, "space_slice": (slice(y0, y0 + h), slice(x0, x0 + w))}
@@ -361,19 +358,16 @@ class Regions:
                         stride=None, edge: str = "shift", pad_direction="end", padding=None,
                         gids: Sequence[int] | None = None, time_stride: int | None = None,
                         vidids: Sequence[int] | None = None) -> dict[str, list[dict]]:
-        """Windows tiling every image (or ``gids``), split by label.
+        """Windows tiling every image (or ``gids``), split by label: ``{'positives': [...], 'negatives': [...]}``.
 
-        ``window_dims`` is (height, width), ``'full'`` (one window per image) or
-        None (the configured ``window_dims``). ``window_overlap`` (a fraction, or
-        one per axis) or ``stride`` (pixels, or ``(sy, sx)``; larger than the window
-        gives a sparse grid), ``edge`` (``'shift'``, ``'pad'``, ``'overshoot'``,
-        ``'drop'``), ``pad_direction`` and ``padding`` place the windows
-        (:class:`~ndpatch.sampling.geometry.GridRule`). Returns ``{'positives': [...],
-        'negatives': [...]}``; each target has ``gid``, ``space_slice``, ``aids``
-        (annotations whose extent meets the window) and ``label``.
-        ``window_dims=(time, height, width)`` gives a space-time grid over every
-        video (or ``vidids``), ``time_stride`` frames apart
-        (:meth:`ndpatch.sampling.video.VideoRegions.new_sample_grid`).
+        ``window_dims`` is (height, width), ``'full'`` (one window per image) or None (the
+        configured one). ``window_overlap`` (a fraction, or one per axis) or ``stride``
+        (pixels, or ``(sy, sx)``; above the window: a sparse grid), ``edge`` (``'shift'``,
+        ``'pad'``, ``'overshoot'``, ``'drop'``), ``pad_direction`` and ``padding`` place the
+        windows (:class:`~ndpatch.sampling.geometry.GridRule`). Each target has ``gid``,
+        ``space_slice``, ``aids`` (annotations whose extent meets the window) and ``label``.
+        ``window_dims=(time, height, width)``: a space-time grid over every video (or ``vidids``),
+        ``time_stride`` frames apart (:meth:`ndpatch.sampling.video.VideoRegions.new_sample_grid`).
         """
         if task not in ("detection", "image_detection"):
             raise TargetError(f"new_sample_grid supports task='detection', got {task!r}")
@@ -381,8 +375,7 @@ class Regions:
         if window_dims is not None and not isinstance(window_dims, str) and len(window_dims) == 3:
             from ndpatch.sampling.video import VideoRegions
             return VideoRegions(self.sampler, window_dims).new_sample_grid(
-                time_stride=time_stride, window_overlap=window_overlap, edge=edge, vidids=vidids,
-                stride=stride, pad_direction=pad_direction, padding=padding)
+                time_stride, window_overlap, edge, vidids, stride=stride, pad_direction=pad_direction, padding=padding)
         window_dims = self.config.window_dims if window_dims is None else window_dims
         if window_dims is None:
             raise TargetError("new_sample_grid needs window_dims=(height, width) or 'full'")
