@@ -88,7 +88,7 @@ def load_dataset(dset: Any) -> kwcoco.CocoDataset:
         return check_dataset(dset)
     if isinstance(dset, dict):
         try:
-            return check_dataset(kwcoco.CocoDataset(dset))
+            return check_dataset(_kwcoco(dset))
         except DatasetError:
             raise
         except Exception as err:
@@ -105,7 +105,7 @@ def _read_dataset(path: Path) -> kwcoco.CocoDataset:
     if path.suffix == ".zip" and not zipfile.is_zipfile(path):
         raise DatasetError(f"{path}: not a zip file (a .kwcoco.zip bundle is a zip holding one kwcoco json)")
     try:
-        dataset = kwcoco.CocoDataset(str(path))
+        dataset = _kwcoco(str(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DatasetError(f"{path}: malformed json: {err}") from err
     except Exception as err:  # kwcoco's errors for structures it cannot index vary
@@ -114,6 +114,22 @@ def _read_dataset(path: Path) -> kwcoco.CocoDataset:
         raise DatasetError(f"{path}: not a COCO dataset (expected an object with an 'images' list): "
                            f"{type(err).__name__}: {err}") from err
     dataset.bundle_dpath = os.path.abspath(dataset.bundle_dpath or path.parent)
+    return dataset
+
+
+def _kwcoco(data: dict | str) -> kwcoco.CocoDataset:
+    """``kwcoco.CocoDataset(data)``, without kwcoco's warnings about what :func:`check_dataset` says itself.
+
+    Repeated ids (refused there) and, in a dataset without ``categories``,
+    unknown category ids (given categories there) are not warned about twice.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = kwcoco.CocoDataset(data)
+    ours = ["have the same id"] + (["references unknown category_id"] if "categories" not in dataset.dataset else [])
+    for warning in caught:
+        if not any(text in str(warning.message) for text in ours):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return dataset
 
 

@@ -119,8 +119,10 @@ def test_duplicate_ids_are_refused(bundle, key):
     name, repeated = ("image", 1) if key == "images" else ("annotation", 5)
     with pytest.raises(DatasetError, match=rf"dup.kwcoco.json: {name} id {repeated} appears 2 times; ids must be unique"):
         ndpatch.CocoSampler(str(path))
+    with pytest.warns(UserWarning, match="same id"):   # kwcoco's own, when the dataset is made by the caller
+        dset = kwcoco.CocoDataset(data)
     with pytest.raises(DatasetError, match=f"{name} id {repeated} appears 2 times"):
-        ndpatch.CocoSampler(kwcoco.CocoDataset(data))
+        ndpatch.CocoSampler(dset)
 
 
 def dataset_with_annotation(folder, ann):

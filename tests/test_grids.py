@@ -3,7 +3,7 @@
 The expected window sets are written here from the other libraries' documented rules
 (not from ndpatch's code, and not run against those libraries, which are not installed):
 
-- torchgeo ``GridGeoSampler(size=k, stride=s)``: on each axis of a tile of L pixels,
+- torchgeo ``GridGeoSampler(size=k, stride=s)`` (0.5 and later, torchgeo PR #1329): on each axis of a tile of L pixels,
   ``ceil((L - k) / s) + 1`` windows starting every ``s`` from the tile's minimum
   coordinate, the last one running past the tile; tiles smaller than the window are
   skipped. The minimum *y* of a north-up raster is its bottom edge, so in pixel rows
