@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
-from ndpatch import gdalio
+from ndpatch import gdalio, remote
 from ndpatch.cache.base import Backend, CacheEntry, ImageSource
 from ndpatch.dataset import DEFAULT_CHANNELS, LABEL_CHANNELS, Asset, band_indices, channel_plan
 from ndpatch.errors import DatasetError, SourceReadError, TargetError
@@ -56,6 +56,13 @@ def file_state(path: str) -> tuple | None:
         return gdalio.file_identity(path)
     except SourceReadError:
         return None
+
+
+def ask_servers(paths) -> None:
+    """Make the next stat of each remote file among ``paths`` ask its server (:func:`ndpatch.remote.refresh`)."""
+    for path in paths:
+        if remote.is_remote(path):
+            remote.refresh(path)
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,7 +110,7 @@ class ImageRecord:
 
     def describe(self) -> str:
         """``image <gid> (<path>, ...)``, the prefix of every error about this image."""
-        return f"image {self.gid} ({', '.join(asset.source.path for asset in self.files or self.frame_files)})"
+        return f"image {self.gid} ({', '.join(remote.display(a.source.path) for a in self.files or self.frame_files)})"
 
     def entry_of(self, source: ImageSource) -> CacheEntry:
         """The entry of one of the record's files, resolved on first use.
@@ -169,6 +176,7 @@ def resolve_record(index, backend: Backend, gid: int) -> ImageRecord:
     except DatasetError as err:
         frame_files, frames_error = (), err
     paths = dict.fromkeys(asset.source.path for asset in files + frame_files)
+    ask_servers(paths)   # a new record sees a rewritten object at once
     identities = {path: file_state(path) for path in paths}   # before ensure: a later change is seen
     multi = len(files) > 1
     entry = backend.ensure(files[0].source) if files and not multi else None
@@ -182,6 +190,11 @@ def resolve_record(index, backend: Backend, gid: int) -> ImageRecord:
 class ImageRecords:
     """A sampler's image records: resolved on first touch, re-checked at most once per :data:`RECHECK_SECONDS`.
 
+    Files in object storage or on web servers are asked about (one request each)
+    when a record is resolved and at most once per
+    :data:`ndpatch.remote.RECHECK_SECONDS` (60 s) after that; the re-checks in
+    between compare what was last fetched, so sampling costs no request per sample.
+
     ``clock`` gives the time in seconds (``time.monotonic``). Pickles empty (a
     new process resolves its own records).
     """
@@ -190,7 +203,7 @@ class ImageRecords:
         self.index = index
         self.backend = backend
         self.clock = clock
-        self._held: dict[int, list] = {}  # gid -> [record, time of the last check]
+        self._held: dict[int, list] = {}  # gid -> [record, time of the last check, of the last server request]
 
     def get(self, gid: int) -> ImageRecord:
         """The record of image ``gid`` for a 2-D read (its files' parse errors raised)."""
@@ -210,6 +223,9 @@ class ImageRecords:
             if now - held[1] < RECHECK_SECONDS:
                 return held[0]
             record = held[0]
+            if now - held[2] >= remote.RECHECK_SECONDS and any(map(remote.is_remote, record.identities)):
+                ask_servers(record.identities)  # a request per object: at most once per remote interval
+                held[2] = now
             if all(file_state(path) == identity for path, identity in record.identities.items()):
                 held[1] = now
                 return record
@@ -218,7 +234,8 @@ class ImageRecords:
     def refresh(self, gid: int) -> ImageRecord:
         """Resolve image ``gid`` again, now."""
         record = resolve_record(self.index, self.backend, gid)
-        self._held[gid] = [record, self.clock()]
+        now = self.clock()
+        self._held[gid] = [record, now, now]
         return record
 
     def using(self, gid: int, read: Callable[[ImageRecord], T], frames: bool = False) -> T:

@@ -30,6 +30,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ndpatch import remote
 from ndpatch.cache import CACHE_BACKENDS, make_backend
 from ndpatch.cache.base import ImageSource
 from ndpatch.cache.store import human_bytes
@@ -101,6 +102,8 @@ def warmup(dset: Any, backend: str = "auto", workers: int | None = None,
     for gid in sorted(index.dset.imgs):
         try:
             source = index.source(gid)
+            if remote.is_remote(source.path):
+                remote.refresh(source.path)  # ask the server: a rewritten object is converted again
             if cache.cached(source):
                 summary.cached += 1
             else:

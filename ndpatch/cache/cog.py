@@ -7,9 +7,10 @@ and the source's geotransform, CRS, nodata, band descriptions, colour
 interpretation and mask (internal mask or alpha band) kept. A window read
 decodes only the tiles it touches.
 
-A source that is already a tiled GeoTIFF (or COG) with a lossless codec
+A local source that is already a tiled GeoTIFF (or COG) with a lossless codec
 (or none) and tiles of at most 1024 pixels is read in place; its sidecar
-records that decision, so it is made once per source version.
+records that decision, so it is made once per source version (a remote one
+is copied into the cache: reading it in place would fetch every window).
 
 ``backend='auto'`` applies, per image: (1) a tiled lossless GeoTIFF is read in
 place; (2) else an image whose decoded size is at most ``npy_max_mb`` (default
@@ -34,7 +35,7 @@ import numpy as np
 from osgeo import gdal
 from tqdm import tqdm
 
-from ndpatch import gdalio
+from ndpatch import gdalio, remote
 from ndpatch.cache.base import CacheEntry, ImageSource
 from ndpatch.cache.direct import DirectBackend
 from ndpatch.cache.npy import PROGRESS_DELAY, NpyBackend, check_size, entry_from_sidecar, raster_fields
@@ -106,7 +107,7 @@ def convert_to_cog(source: ImageSource, dest: Path, settings: dict,
 
     def write(tmp: str) -> None:
         nonlocal checksum
-        with tqdm(total=100, unit="%", desc=f"cog {source.path}", delay=PROGRESS_DELAY,
+        with tqdm(total=100, unit="%", desc=f"cog {remote.display(source.path)}", delay=PROGRESS_DELAY,
                   disable=not progress, leave=False) as bar:
             def report(complete: float, message, data) -> int:
                 bar.update(round(100 * complete) - bar.n)
@@ -202,7 +203,7 @@ class CogBackend(KeyedCache):
         """Decide in place or convert; returns the sidecar fields."""
         ds = gdalio.source_opener(self.allow_vrt, source.bundle_dpath)(source.path, source.describe())
         info = gdalio.raster_info(ds)
-        if self.settings["in_place"] and readable_in_place(info):
+        if self.settings["in_place"] and readable_in_place(info) and not remote.is_remote(source.path):
             return {**raster_fields(info), "kind": "cog", "file": None, "nbytes": 0, "checksum": None,
                     "in_place": True, "mask": {"kind": raster_mask_kind(ds), "file": None, "nbytes": 0,
                                                "checksum": None},
@@ -256,7 +257,7 @@ class AutoBackend:
             return self.cog
         opener = gdalio.source_opener(self.cog.allow_vrt, source.bundle_dpath)
         info = gdalio.raster_info(gdalio.POOL.get(source.path, source.describe(), opener=opener))
-        if self.cog.settings["in_place"] and readable_in_place(info):
+        if self.cog.settings["in_place"] and readable_in_place(info) and not remote.is_remote(source.path):
             return self.cog
         decoded_mb = info.height * info.width * info.bands * info.dtype.itemsize / 2**20
         return self.npy if decoded_mb <= self.npy_max_mb else self.cog

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ndpatch import gdalio
+from ndpatch import gdalio, remote
 from ndpatch.cache.base import CacheEntry, ImageSource
 from ndpatch.cache.store import KeyedCache, atomic_publish, require_space
 from ndpatch.cache.validity import MASK_BAND_KINDS, raster_mask_kind, read_raster_mask
@@ -199,9 +199,9 @@ def convert_to_npy(source: ImageSource, dest: Path, progress: bool = True, opene
         require_space(dest.parent, needed + SIDECAR_ROOM, f"the npy cache entry of {what}")
         if has_mask_file:
             nbytes, checksum = publish_npy(mask_path(dest), shape[:2], np.dtype(np.uint8), read_mask,
-                                           f"npy mask {source.path}", progress)
+                                           f"npy mask {remote.display(source.path)}", progress)
             mask = {"kind": kind, "file": mask_path(dest).name, "nbytes": nbytes, "checksum": checksum}
-        nbytes, checksum = publish_npy(dest, shape, info.dtype, read_pixels, f"npy {source.path}", progress)
+        nbytes, checksum = publish_npy(dest, shape, info.dtype, read_pixels, f"npy {remote.display(source.path)}", progress)
     except OSError as err:  # unreadable source, full disk, invalid result
         mask_path(dest).unlink(missing_ok=True)
         raise CacheConversionError(f"{what}: converting to npy {dest} failed: {err}") from err
@@ -269,7 +269,7 @@ def entry_from_sidecar(source: ImageSource, path: str, sidecar: dict, converted:
         meta.update(mask_path=mask_file, mask_identity=gdalio.file_identity(mask_file, source.describe()))
     return CacheEntry(
         identity=gdalio.file_identity(path, source.describe()),
-        gid=source.gid, source=source.path, path=path, kind=sidecar["kind"],
+        gid=source.gid, source=remote.display(source.path), path=path, kind=sidecar["kind"],
         height=sidecar["height"], width=sidecar["width"], bands=sidecar["bands"],
         dtype=np.dtype(sidecar["dtype"]), nodata=sidecar["nodata"],
         band_names=tuple(sidecar["band_names"]),

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import filelock
 
-from ndpatch import gdalio
+from ndpatch import gdalio, remote
 from ndpatch.errors import CacheConversionError, CorruptCacheError, DiskFullError, NdpatchError, SourceReadError
 
 #: Bumped when the layout of cache files or sidecars changes (part of every key).
@@ -168,8 +168,12 @@ def source_identity(path: str, content_hash: bool = False, what: str | None = No
     Local files: resolved path, size, mtime_ns, inode and ctime_ns (a copy
     with ``cp -p`` keeps size and mtime, never inode and ctime), the
     :func:`content_fingerprint`, and the stat of companion files that change
-    what GDAL reads (``.msk``, ``.aux.xml``). GDAL virtual paths: path, size,
-    mtime and fingerprint. ``content_hash`` adds a sha256 of every byte.
+    what GDAL reads (``.msk``, ``.aux.xml``). Objects in storage and on web
+    servers (``s3://``, ``/vsicurl/``, ...): their URI (credentials and query
+    values left out), size and version (ETag, else Last-Modified; else GDAL's
+    mtime and a fingerprint), from one request (:func:`ndpatch.remote.stat`).
+    Other GDAL virtual paths: path, size, mtime and fingerprint.
+    ``content_hash`` adds a sha256 of every byte.
 
     Example:
         >>> import tempfile
@@ -179,7 +183,16 @@ def source_identity(path: str, content_hash: bool = False, what: str | None = No
         >>> ident["size"], ident["sha256"][:8], sorted(ident)
         (3, 'ba7816bf', ['ctime_ns', 'fingerprint', 'inode', 'mtime_ns', 'path', 'sha256', 'size'])
     """
-    what = what or path
+    path = remote.gdal_path(path)
+    what = what or remote.display(path)
+    if remote.is_remote(path):
+        stat = remote.stat(path, what)
+        ident = {"path": remote.display(path), "size": stat.size, "version": stat.version}
+        if stat.version.startswith("mtime:"):  # no ETag nor Last-Modified: also hash a few blocks
+            ident["fingerprint"] = content_fingerprint(path, stat.size, what)
+        if content_hash:
+            ident["sha256"] = content_sha256(path)
+        return ident
     if path.startswith("/vsi"):
         size, mtime = gdalio.file_identity(path, what)
         ident = {"path": path, "size": size, "mtime_ns": mtime * 10**9}
@@ -200,16 +213,21 @@ def source_identity(path: str, content_hash: bool = False, what: str | None = No
             ident["companions"] = companions
     ident["fingerprint"] = content_fingerprint(path, ident["size"], what)
     if content_hash:
-        from osgeo import gdal
-        digest = hashlib.sha256()
-        handle = gdal.VSIFOpenL(path, "rb")
-        try:
-            while chunk := gdal.VSIFReadL(1, 1 << 22, handle):
-                digest.update(chunk)
-        finally:
-            gdal.VSIFCloseL(handle)
-        ident["sha256"] = digest.hexdigest()
+        ident["sha256"] = content_sha256(path)
     return ident
+
+
+def content_sha256(path: str) -> str:
+    """The sha256 (hex) of every byte of a source (local, ``/vsi`` or remote), read through GDAL."""
+    from osgeo import gdal
+    digest = hashlib.sha256()
+    handle = gdal.VSIFOpenL(path, "rb")
+    try:
+        while chunk := gdal.VSIFReadL(1, 1 << 22, handle):
+            digest.update(chunk)
+    finally:
+        gdal.VSIFCloseL(handle)
+    return digest.hexdigest()
 
 
 def entry_key(identity: dict, kind: str, settings: dict) -> str:
