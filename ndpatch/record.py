@@ -10,9 +10,11 @@ entries of a multi-file image's files are resolved on first use, so a window
 that needs one band converts one file.
 
 :class:`ImageRecords` memoises records per sampler. A live sampler re-stats a
-record's files at most once every :data:`RECHECK_SECONDS`; when any identity
+record's files (and its cache file) at most once every :data:`RECHECK_SECONDS`
+and stamps the entries it uses (the cache's LRU order); when any identity
 changed, the record is resolved again (``backend.ensure`` again: a cache backend
-then computes a new key, the direct backend opens a new handle). A sample is
+then computes a new key, or rebuilds an evicted entry; the direct backend opens
+a new handle). A sample is
 read from one record: a file that changed between the record's resolution and a
 lazy entry's makes the whole record resolve again (:meth:`ImageRecords.using`),
 so old and new pixels never meet in one sample.
@@ -70,7 +72,8 @@ class ImageRecord:
     """One image as a sampler reads it, resolved at one moment (see the module doc).
 
     ``entry`` is the cache entry of a single-file image (None for a multi-file
-    one); ``identities`` maps each file's path to its identity when resolved.
+    one); ``identities`` maps each file's path (and the single entry's cache
+    file's) to its identity when resolved.
     """
 
     gid: int
@@ -180,6 +183,8 @@ def resolve_record(index, backend: Backend, gid: int) -> ImageRecord:
     identities = {path: file_state(path) for path in paths}   # before ensure: a later change is seen
     multi = len(files) > 1
     entry = backend.ensure(files[0].source) if files and not multi else None
+    if entry is not None and entry.identity is not None:
+        identities.setdefault(entry.path, entry.identity)  # the cache file: an evicted entry is rebuilt
     return ImageRecord(gid=gid, files=files, frame_files=frame_files, multi=multi, identities=identities,
                        entry=entry, declared_dims=index.image_dims(gid),
                        georef=None if entry is None else georef_from(entry.geotransform, entry.crs_wkt),
@@ -228,6 +233,10 @@ class ImageRecords:
                 held[2] = now
             if all(file_state(path) == identity for path, identity in record.identities.items()):
                 held[1] = now
+                touch = getattr(self.backend, "touch", None)  # the cache's access stamp (LRU eviction)
+                if touch is not None:
+                    for entry in record.entries:
+                        touch(entry)
                 return record
         return self.refresh(gid)
 

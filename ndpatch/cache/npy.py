@@ -170,12 +170,14 @@ def mask_path(dest: Path) -> Path:
     return dest.with_name(dest.name.removesuffix(".npy") + ".mask.npy")
 
 
-def convert_to_npy(source: ImageSource, dest: Path, progress: bool = True, opener=gdalio.SOURCE) -> dict:
+def convert_to_npy(source: ImageSource, dest: Path, progress: bool = True, opener=gdalio.SOURCE,
+                   room: Callable[[int], None] | None = None) -> dict:
     """Decode ``source`` (opened with ``opener``) into ``dest`` (an H×W×C ``.npy``, and its mask) atomically.
 
     Returns the sidecar fields.
 
-    Free space is checked first: a conversion that cannot fit raises
+    The cache budget (``room(nbytes)``, :meth:`KeyedCache.publish`) and the
+    free space are checked first: a conversion that cannot fit raises
     CacheConversionError giving the bytes needed and available, before
     anything is written.
     """
@@ -196,6 +198,8 @@ def convert_to_npy(source: ImageSource, dest: Path, progress: bool = True, opene
     mask = {"kind": kind, "file": None, "nbytes": 0, "checksum": None}
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
+        if room is not None:
+            room(needed + SIDECAR_ROOM)
         require_space(dest.parent, needed + SIDECAR_ROOM, f"the npy cache entry of {what}")
         if has_mask_file:
             nbytes, checksum = publish_npy(mask_path(dest), shape[:2], np.dtype(np.uint8), read_mask,
@@ -286,21 +290,24 @@ class NpyBackend(KeyedCache):
         progress: show a progress bar for conversions that take more than a few seconds.
         allow_vrt: also convert GDAL VRTs whose files are all inside the dataset's folder
             (their entries are keyed apart from those of backends that refuse VRTs).
+        cache_max_bytes: the cache's size budget (bytes or ``'50G'``; default
+            ``$NDPATCH_CACHE_MAX``, else none): least recently used entries are
+            evicted to stay under it (:mod:`ndpatch.cache.budget`).
     """
 
     name = "npy"
     validate = staticmethod(validate_npy)
 
     def __init__(self, workdir: str | os.PathLike | None = None, content_hash: bool = False,
-                 progress: bool = True, allow_vrt: bool = False):
-        super().__init__(workdir, content_hash, progress)
+                 progress: bool = True, allow_vrt: bool = False, cache_max_bytes: int | str | None = None):
+        super().__init__(workdir, content_hash, progress, cache_max_bytes)
         self.allow_vrt = bool(allow_vrt)
         self.settings = {"allow_vrt": True} if allow_vrt else {}
 
     def ensure(self, source: ImageSource, identity: dict | None = None) -> CacheEntry:
         opener = gdalio.source_opener(self.allow_vrt, source.bundle_dpath)
         dest, sidecar, converted = self.publish(
-            source, lambda dest: convert_to_npy(source, dest, self.progress, opener), identity)
+            source, lambda dest, room: convert_to_npy(source, dest, self.progress, opener, room), identity)
         if converted:
             MEMMAPS.forget(str(dest))
             MEMMAPS.forget(str(mask_path(dest)))
