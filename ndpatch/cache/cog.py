@@ -40,11 +40,10 @@ from tqdm import tqdm
 from ndpatch import gdalio, remote
 from ndpatch.cache.base import CacheEntry, ImageSource
 from ndpatch.cache.direct import DirectBackend
-from ndpatch.cache.npy import (PROGRESS_DELAY, SIDECAR_ROOM, NpyBackend, check_size, entry_from_sidecar,
-                               raster_fields)
+from ndpatch.cache.npy import PROGRESS_DELAY, NpyBackend, check_size, entry_from_sidecar, raster_fields
 from ndpatch.cache.store import KeyedCache, atomic_publish, file_checksum
 from ndpatch.cache.validity import raster_mask_kind
-from ndpatch.errors import CacheConversionError, CorruptCacheError, NdpatchError
+from ndpatch.errors import CacheConversionError, CorruptCacheError, NdpatchError, SourceReadError
 
 #: Codecs that never change a pixel: a tiled GeoTIFF using one of these is read in place.
 LOSSLESS_CODECS = {None, "NONE", "LZW", "DEFLATE", "ZSTD", "PACKBITS", "LZMA"}
@@ -129,11 +128,11 @@ def convert_to_cog(source: ImageSource, dest: Path, settings: dict, info: gdalio
         check_cog(Path(tmp), info.height, info.width, info.bands, mask)
         if room is not None:
             written = sum(os.path.getsize(side) for side in glob.glob(glob.escape(tmp) + "*"))
-            room(written + SIDECAR_ROOM, on_disk=written)
+            room(written, on_disk=written)
 
     try:
         if room is not None:
-            room(SIDECAR_ROOM)
+            room(0)
         nbytes = atomic_publish(dest, write, validate)
     except CacheConversionError:
         raise
@@ -233,14 +232,23 @@ class CogBackend(KeyedCache):
         return entry
 
     def gdal_dataset(self, entry: CacheEntry) -> gdal.Dataset:
-        return self._direct.gdal_dataset(entry)
+        try:
+            return self._direct.gdal_dataset(entry)
+        except SourceReadError as err:  # not open in this thread, and its file evicted since: convert it again
+            return self._direct.gdal_dataset(self.evicted(entry, err))
 
     def read_into(self, entry: CacheEntry, rows: slice, cols: slice,
                   bands: list[int] | None, out: np.ndarray) -> None:
-        self._direct.read_into(entry, rows, cols, bands, out)
+        try:
+            self._direct.read_into(entry, rows, cols, bands, out)
+        except SourceReadError as err:
+            self._direct.read_into(self.evicted(entry, err), rows, cols, bands, out)
 
     def read_mask_into(self, entry: CacheEntry, rows: slice, cols: slice, out: np.ndarray) -> None:
-        self._direct.read_mask_into(entry, rows, cols, out)
+        try:
+            self._direct.read_mask_into(entry, rows, cols, out)
+        except SourceReadError as err:
+            self._direct.read_mask_into(self.evicted(entry, err), rows, cols, out)
 
 
 class AutoBackend:

@@ -199,7 +199,7 @@ def convert_to_npy(source: ImageSource, dest: Path, progress: bool = True, opene
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         if room is not None:
-            room(needed + SIDECAR_ROOM)
+            room(needed)
         require_space(dest.parent, needed + SIDECAR_ROOM, f"the npy cache entry of {what}")
         if has_mask_file:
             nbytes, checksum = publish_npy(mask_path(dest), shape[:2], np.dtype(np.uint8), read_mask,
@@ -266,7 +266,7 @@ def validate_npy(path: Path | None, sidecar: dict) -> None:
 
 def entry_from_sidecar(source: ImageSource, path: str, sidecar: dict, converted: bool) -> CacheEntry:
     """The CacheEntry an entry's sidecar describes (nodata, band names and mask as in the source)."""
-    meta = {"sidecar": sidecar, "converted": converted,
+    meta = {"sidecar": sidecar, "converted": converted, "image_source": source,
             "bytes_written": sidecar["nbytes"] + sidecar["mask"]["nbytes"] if converted else 0}
     if sidecar["mask"]["file"] is not None:
         mask_file = str(mask_path(Path(path)))
@@ -315,8 +315,16 @@ class NpyBackend(KeyedCache):
 
     def read_into(self, entry: CacheEntry, rows: slice, cols: slice,
                   bands: list[int] | None, out: np.ndarray) -> None:
-        window = MEMMAPS.get(entry)[rows, cols]
+        try:
+            array = MEMMAPS.get(entry)
+        except CorruptCacheError as err:  # not mapped here, and its file evicted since: convert it again
+            array = MEMMAPS.get(self.evicted(entry, err))
+        window = array[rows, cols]
         np.copyto(out, window if bands is None else window[..., bands])
 
     def read_mask_into(self, entry: CacheEntry, rows: slice, cols: slice, out: np.ndarray) -> None:
-        np.copyto(out, MEMMAPS.get(entry, mask=True)[rows, cols])
+        try:
+            array = MEMMAPS.get(entry, mask=True)
+        except CorruptCacheError as err:
+            array = MEMMAPS.get(self.evicted(entry, err), mask=True)
+        np.copyto(out, array[rows, cols])

@@ -772,6 +772,20 @@ class KeyedCache:
             budget.evict(self.store, self.max_bytes, keep={key})  # others converting meanwhile
         return dest, sidecar, converted
 
+    def evicted(self, entry, err: Exception):
+        """``entry`` converted again when its cache file was evicted (deleted) after it was resolved; else raise ``err``.
+
+        A reader that had the file open keeps reading it; this is for one that
+        had not (or whose pool closed it): the same key, so the same file name.
+        """
+        source = entry.meta.get("image_source")
+        if source is None or entry.meta["sidecar"]["in_place"] or os.path.exists(entry.path):
+            raise err
+        again = self.ensure(source)
+        if again.path != entry.path:  # the source changed meanwhile: its record resolves again
+            raise err
+        return again
+
     def touch(self, entry) -> None:
         """Record a use of ``entry`` (its access stamp, at most once a minute): what a live sampler calls."""
         sidecar = entry.meta.get("sidecar")
