@@ -67,7 +67,7 @@ def connect(target: Any) -> Iterator[Any]:
         if workers is not None:
             cluster = stack.enter_context(distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address=None, silence_logs=logging.ERROR))
+                dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR))
             client = stack.enter_context(distributed.Client(cluster))
         else:
             try:
