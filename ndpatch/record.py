@@ -111,6 +111,8 @@ class ImageRecord:
         """The entries resolved so far, in the order they were resolved."""
         return tuple(self._entries.values())
 
+    __repr__ = remote.redacted_repr  # a URL's user, password and query values never show
+
     def describe(self) -> str:
         """``image <gid> (<path>, ...)``, the prefix of every error about this image."""
         return f"image {self.gid} ({', '.join(remote.display(a.source.path) for a in self.files or self.frame_files)})"

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import os
 import posixpath
 import re
@@ -64,6 +65,8 @@ SECRET_OPTIONS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOK
 AWS_FILE_SECRETS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
 #: Values shorter than this are not blanked (a short test key would blank that word everywhere).
 MIN_SECRET = 8
+_URL_QUERY = re.compile(r"(https?://[^\s?'\"`]+\?)([^\s'\"`()<>:,;]+)", re.IGNORECASE)  # a URL and its query
+_QUERY_VALUE = re.compile(r"((?:^|&)[^=&]*=)[^&]*")  # key=value in a query: the value (a SAS token, a signature)
 
 
 def is_uri(name: str) -> bool:
@@ -144,13 +147,35 @@ def scrub(text: str) -> str:
         >>> os.environ["AWS_SECRET_ACCESS_KEY"] = "hunter2-secret"
         >>> scrub("signature by hunter2-secret failed for https://me:pw@host/a.tif")
         'signature by *** failed for https://***@host/a.tif'
+        >>> scrub("`/vsicurl/https://host/a.tif?sv=2024&sig=s3cr3t' not recognized (https://h/b?k=v): gone")
+        "`/vsicurl/https://host/a.tif?sv=***&sig=***' not recognized (https://h/b?k=***): gone"
         >>> del os.environ["AWS_SECRET_ACCESS_KEY"]
     """
     text = re.sub(r"(https?://)[^/@\s]+@", r"\1***@", text)
+    text = _URL_QUERY.sub(lambda match: match.group(1) + _QUERY_VALUE.sub(r"\1***", match.group(2)), text)
     for secret in sorted(secrets(), key=len, reverse=True):
         if len(secret) >= MIN_SECRET:
             text = text.replace(secret, "***")
     return text
+
+
+def redacted_repr(obj) -> str:
+    """A dataclass's repr with each network path or URI shown as :func:`display` shows it.
+
+    Example:
+        >>> from ndpatch.cache.base import ImageSource
+        >>> ImageSource(3, "/vsicurl/https://me:pw@host/a.tif?sig=abc")
+        ImageSource(gid=3, path='https://host/a.tif?sig=***', channels=None, bundle_dpath=None)
+    """
+    def shown(value):
+        if isinstance(value, str):
+            return display(value) if is_remote(value) or is_uri(value) else value
+        if isinstance(value, dict):
+            return {shown(key): shown(item) for key, item in value.items()}
+        return type(value)(map(shown, value)) if type(value) in (tuple, list) else value
+
+    fields = ", ".join(f"{f.name}={shown(getattr(obj, f.name))!r}" for f in dataclasses.fields(obj) if f.repr)
+    return f"{type(obj).__name__}({fields})"
 
 
 # -- identity ---------------------------------------------------------------------------------
@@ -165,7 +190,7 @@ class RemoteStat:
         return (self.size, self.version)
 
 
-_stats: dict[str, RemoteStat] = {}  # path -> what the server last said
+_stats: dict[str, RemoteStat | SourceReadError] = {}  # path -> what the server last said
 os.register_at_fork(after_in_child=_stats.clear)
 
 
@@ -174,13 +199,22 @@ def stat(path: str, what: str | None = None) -> RemoteStat:
 
     A missing object, a refused request (access denied, bad credentials), a
     timeout or an unreachable server raises SourceReadError naming ``what`` and
-    the object's URI. Directories (a key prefix) are refused like local ones.
+    the object's URI; that answer is remembered too (a timeout is waited for
+    once per resolution, not once per caller). Directories (a key prefix) are
+    refused like local ones.
     """
+    name = display(path)
     held = _stats.get(path)
-    if held is not None:
-        return held
-    fetched = _stats[path] = _fetch(path, what or display(path))
-    return fetched
+    if held is None:
+        try:
+            held = _fetch(path, name)
+        except SourceReadError as err:
+            held = err
+        _stats[path] = held
+    if isinstance(held, SourceReadError):  # 'URI: reason', told as this caller names the object
+        prefix = name if what is None else what if name in what else f"{what}: {name}"
+        raise SourceReadError(prefix + held.args[0][len(name):])
+    return held
 
 
 def refresh(path: str) -> None:
@@ -195,8 +229,11 @@ def refresh(path: str) -> None:
 
 def _fetch(path: str, what: str) -> RemoteStat:
     gdal.PushErrorHandler("CPLQuietErrorHandler")  # GDAL warns of each refused request: failure() explains
+    gdal.VSIErrorReset()
     try:
         headers = gdal.GetFileMetadata(path, "HEADERS") or {}
+        if not headers and _timed_out(gdal.VSIGetLastErrorMsg() or ""):  # waiting again would time out again
+            raise reason(gdal.VSIGetLastErrorNo(), gdal.VSIGetLastErrorMsg(), path, what)
         info = gdal.VSIStatL(path, gdal.VSI_STAT_EXISTS_FLAG | gdal.VSI_STAT_NATURE_FLAG | gdal.VSI_STAT_SIZE_FLAG)
     except RuntimeError as err:
         raise SourceReadError(f"{what}: cannot stat it: {err}") from err
@@ -234,7 +271,16 @@ def failure(path: str, what: str) -> SourceReadError:
         gdal.PopErrorHandler()
         if handle is not None:
             gdal.VSIFCloseL(handle)
-    number, message = gdal.VSIGetLastErrorNo(), scrub(gdal.VSIGetLastErrorMsg() or "")
+    return reason(gdal.VSIGetLastErrorNo(), gdal.VSIGetLastErrorMsg() or "", path, what)
+
+
+def _timed_out(message: str) -> bool:
+    return "timed out" in message.lower() or "timeout" in message.lower()
+
+
+def reason(number: int, message: str, path: str, what: str) -> SourceReadError:
+    """The SourceReadError for GDAL's VSI error ``number`` and ``message`` about ``path``."""
+    message = scrub(message)
     name = display(path)
     what = what if name in what else f"{what}: {name}"
     lowered = message.lower()
@@ -243,7 +289,7 @@ def failure(path: str, what: str) -> SourceReadError:
         return SourceReadError(f"{what}: {reason} ({message or 'HTTP 403'}); check the credentials "
                                "GDAL uses (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws, "
                                "or the GS_/AZURE_ options: docs/scale.md)")
-    if "timed out" in lowered or "timeout" in lowered:
+    if _timed_out(message):
         return SourceReadError(f"{what}: the request timed out ({message}); "
                                "GDAL_HTTP_TIMEOUT and GDAL_HTTP_MAX_RETRY set the limits")
     if number == 7:

@@ -70,6 +70,12 @@ def client(conversion_log):
         yield client
 
 
+# A lambda travels by value (cloudpickle); os.environ's bound methods would carry a copy of this
+# process's environment and change that copy, not the worker's.
+set_worker_env = lambda name, value: (os.environ.pop(name, None) if value is None  # noqa: E731
+                                      else os.environ.__setitem__(name, value))
+
+
 def log_lines(log: Path, what: str) -> list[str]:
     return [line.split(" ", 2)[2] for line in log.read_text().splitlines() if line.split(" ", 2)[1] == what] \
         if log.exists() else []
@@ -109,8 +115,8 @@ def test_two_warmups_at_once_on_one_cache_convert_each_image_once(dset, client, 
 @pytest.mark.timeout(300)
 def test_a_worker_killed_mid_conversion_loses_nothing(dset, client, conversion_log, tmp_path, monkeypatch):
     conversion_log.unlink(missing_ok=True)
-    monkeypatch.setenv("NDPATCH_TEST_CONVERT_DELAY", "1.5")
-    client.run(os.environ.__setitem__, "NDPATCH_TEST_CONVERT_DELAY", "1.5")  # the running workers too
+    monkeypatch.setenv("NDPATCH_TEST_CONVERT_DELAY", "0.5")
+    client.run(set_worker_env, "NDPATCH_TEST_CONVERT_DELAY", "0.5")  # the running workers too
     workdir = str(tmp_path / "cache")
     killed = []
 
@@ -132,7 +138,7 @@ def test_a_worker_killed_mid_conversion_loses_nothing(dset, client, conversion_l
         summary = warmup(dset.fpath, backend="npy", workdir=workdir, client=client, progress=False)
     finally:
         killer.join()
-        client.run(os.environ.pop, "NDPATCH_TEST_CONVERT_DELAY", None)
+        client.run(set_worker_env, "NDPATCH_TEST_CONVERT_DELAY", None)
     assert len(killed) == 1
     # Dask ran the killed image again elsewhere (or, had every try died, the summary names it)
     assert summary.converted + len(summary.failed) == N_IMAGES

@@ -240,3 +240,25 @@ def test_uri_helpers():
     assert image_files(img, "/bundle")[0].source.path == "/vsis3/bucket/x/y.tif"
     sidecars = json.dumps({"path": remote.display("/vsicurl/https://u:p@h/a.tif?sig=1")})
     assert "u:p" not in sidecars and "sig=1" not in sidecars
+
+
+def test_a_url_password_and_query_values_show_in_no_repr_error_or_cache_file(tmp_path):
+    """A URL that carries its credentials (``user:password@``, a signed query) is shown without them."""
+    (tmp_path / "www").mkdir()
+    local = write_raster(tmp_path / "www" / "a.tif", random_pixels((20, 30), "uint8", np.random.default_rng(2)))
+    secrets = ("hunter2pw", "SAS-TOKEN-VALUE")
+    with RangeHTTPServer(tmp_path / "www") as server:
+        signed = server.url("{}").replace("http://", "http://me:hunter2pw@") + "?sig=SAS-TOKEN-VALUE"
+        dset = remote_dataset(tmp_path, [signed.format("a.tif"), signed.format("gone.tif")], [(20, 30), (20, 30)])
+        sampler = ndpatch.CocoSampler(dset, backend="npy", workdir=str(tmp_path / "cache"))
+        window = (slice(0, 20), slice(0, 30))
+        assert np.array_equal(sampler.load_sample({"gid": 1, "space_slice": window})["im"], gdal_window(local, *window))
+        with pytest.raises(SourceReadError) as err:
+            sampler.load_sample({"gid": 2, "space_slice": window})
+        record = sampler.records.get(1)
+        texts = [str(err.value), repr(record), repr(sampler.entry(1))]
+    assert "image 2 (http://127.0.0.1:" in texts[0] and "gone.tif?sig=***): no such object" in texts[0]
+    for secret in secrets:
+        assert all(secret not in text for text in texts), texts
+        for path in files_written(tmp_path / "cache"):
+            assert secret not in path.name and secret.encode() not in path.read_bytes()

@@ -52,6 +52,8 @@ class ImageSource:
         """``image <gid> (<path or URI>)``, the prefix of every error about this image."""
         return f"image {self.gid} ({remote.display(self.path)})"
 
+    __repr__ = remote.redacted_repr  # a URL's user, password and query values never show
+
 
 @dataclass(frozen=True, slots=True)
 class CacheEntry:
@@ -81,6 +83,8 @@ class CacheEntry:
 
     def describe(self) -> str:
         return f"image {self.gid} ({self.source})"
+
+    __repr__ = remote.redacted_repr
 
 
 class Backend(Protocol):
