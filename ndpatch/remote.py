@@ -220,14 +220,18 @@ def stat(path: str, what: str | None = None) -> RemoteStat:
 def refresh(path: str) -> None:
     """Forget what this process knows of the object at ``path``: its stat, and what GDAL cached of it.
 
-    GDAL caches an object's size and bytes, and the listing of its folder
-    (which answers stats of every object in it): all are dropped.
+    GDAL's cached size and bytes of the object (and of its sidecars, names
+    that start with its own) are dropped; the listing of its folder is kept
+    (re-listing a prefix of many objects for each image would cost more than
+    the images), and dropped only when that listing says the object is missing
+    (:func:`_fetch`).
     """
     _stats.pop(path, None)
-    gdal.VSICurlPartialClearCache(posixpath.dirname(path))
+    gdal.VSICurlPartialClearCache(path)
 
 
-def _fetch(path: str, what: str) -> RemoteStat:
+def _head(path: str, what: str):
+    """The object's response headers and its VSIStatL (None: missing or refused); a timeout raises."""
     gdal.PushErrorHandler("CPLQuietErrorHandler")  # GDAL warns of each refused request: failure() explains
     gdal.VSIErrorReset()
     try:
@@ -239,6 +243,14 @@ def _fetch(path: str, what: str) -> RemoteStat:
         raise SourceReadError(f"{what}: cannot stat it: {err}") from err
     finally:
         gdal.PopErrorHandler()
+    return headers, info
+
+
+def _fetch(path: str, what: str) -> RemoteStat:
+    headers, info = _head(path, what)
+    if info is None:  # perhaps an object added since GDAL listed its folder: list it again
+        gdal.VSICurlPartialClearCache(posixpath.dirname(path))
+        headers, info = _head(path, what)
     if info is None:
         raise failure(path, what)
     if info.IsDirectory():
@@ -259,7 +271,7 @@ _DENIED = {6: "access denied", 9: "invalid credentials", 10: "the request signat
 
 def failure(path: str, what: str) -> SourceReadError:
     """Why ``path`` cannot be read, asked again with GDAL's error reporting on (one more request)."""
-    refresh(path)  # GDAL remembers a failed stat, but not why
+    gdal.VSICurlPartialClearCache(path)  # GDAL remembers a failed stat, but not why
     gdal.VSIErrorReset()
     handle = None
     gdal.PushErrorHandler("CPLQuietErrorHandler")

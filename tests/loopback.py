@@ -30,6 +30,11 @@ from pathlib import Path
 
 #: Seconds a server may take to start listening.
 START_TIMEOUT = 60
+#: Environment that keeps GDAL (curl) and boto3 on the loopback: no proxy for 127.0.0.1, no EC2
+#: metadata probe for credentials, no user AWS config or credentials file.
+HERMETIC_ENV = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+                "CPL_AWS_AUTODETECT_EC2": "NO", "AWS_EC2_METADATA_DISABLED": "true",
+                "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
 
 
 def free_port() -> int:
@@ -59,7 +64,7 @@ class S3Server:
         self.keys: dict[str, str] = {}
 
     def __enter__(self) -> "S3Server":
-        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3", "MOTO_CALL_RESET_API": "false"}
+        env = {**os.environ, **HERMETIC_ENV, "INITIAL_NO_AUTH_ACTION_COUNT": "3", "MOTO_CALL_RESET_API": "false"}
         self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -95,7 +100,7 @@ class S3Server:
 
     def gdal_env(self, **keys: str) -> dict[str, str]:
         """Environment variables that point GDAL at this server (``keys`` override the valid key pair)."""
-        return {"AWS_S3_ENDPOINT": f"127.0.0.1:{self.port}", "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE",
+        return {**HERMETIC_ENV, "AWS_S3_ENDPOINT": f"127.0.0.1:{self.port}", "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE",
                 "AWS_REGION": "us-east-1", "AWS_NO_SIGN_REQUEST": "NO", **self.keys, **keys}
 
 

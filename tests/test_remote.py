@@ -15,7 +15,7 @@ import pytest
 from osgeo import gdal
 
 import ndpatch
-from loopback import RangeHTTPServer, S3Server
+from loopback import HERMETIC_ENV, RangeHTTPServer, S3Server
 from ndpatch import remote
 from ndpatch.demo import random_pixels, write_raster
 from ndpatch.errors import SourceReadError
@@ -25,6 +25,13 @@ from ndpatch.warmup import warmup
 BUCKET = "ndpatch-test"
 BACKENDS = [None, "npy", "cog", "auto"]
 WINDOW = {"space_slice": (slice(-5, 40), slice(20, 75))}  # off the top edge
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch):
+    """GDAL's requests stay on 127.0.0.1 (no proxy, no EC2 credential probe) in every test."""
+    for name, value in HERMETIC_ENV.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture(scope="module")
@@ -123,13 +130,14 @@ def test_an_overwritten_object_serves_the_new_pixels(s3, tmp_path, backend):
     assert np.array_equal(sampler.load_sample(window)["im"], gdal_window(second, *window["space_slice"]))
 
 
-def test_a_live_sampler_asks_the_server_at_most_once_per_interval(scenes, tmp_path, monkeypatch):
+@pytest.mark.parametrize("backend", [None, "npy"])
+def test_a_live_sampler_asks_the_server_at_most_once_per_interval(scenes, tmp_path, monkeypatch, backend):
     dset, _ = scenes
     asked = []
     fetch = remote._fetch
     monkeypatch.setattr(remote, "_fetch", lambda path, what: asked.append(path) or fetch(path, what))
     clock = [0.0]
-    sampler = ndpatch.CocoSampler(dset, backend="npy", workdir=str(tmp_path / "cache"))
+    sampler = ndpatch.CocoSampler(dset, backend=backend, workdir=str(tmp_path / "cache"))
     sampler.records = ImageRecords(sampler.index, sampler.backend, clock=lambda: clock[0])
     sampler.load_sample({"gid": 1, **WINDOW})
     assert len(asked) == 1  # one request resolves the image (its identity serves the stat and the key)
@@ -262,3 +270,18 @@ def test_a_url_password_and_query_values_show_in_no_repr_error_or_cache_file(tmp
         assert all(secret not in text for text in texts), texts
         for path in files_written(tmp_path / "cache"):
             assert secret not in path.name and secret.encode() not in path.read_bytes()
+
+
+def test_an_object_uploaded_after_its_folder_was_listed_is_found(s3, tmp_path):
+    rng = np.random.default_rng(21)
+    first = upload(s3, tmp_path, "late/a.tif", random_pixels((16, 24), "uint8", rng))
+    dset = remote_dataset(tmp_path, [f"s3://{BUCKET}/late/a.tif", f"s3://{BUCKET}/late/b.tif"], [(16, 24)] * 2)
+    window = (slice(0, 16), slice(0, 24))
+    sampler = ndpatch.CocoSampler(dset)                      # opening a.tif lists late/ (GDAL's sidecar search)
+    assert np.array_equal(sampler.load_sample({"gid": 1, "space_slice": window})["im"], gdal_window(first, *window))
+    with pytest.raises(SourceReadError, match="no such object"):
+        sampler.load_sample({"gid": 2, "space_slice": window})
+    (tmp_path / "b").mkdir()
+    second = upload(s3, tmp_path / "b", "late/b.tif", random_pixels((16, 24), "uint8", rng))
+    fresh = ndpatch.CocoSampler(dset, backend="npy", workdir=str(tmp_path / "cache"))
+    assert np.array_equal(fresh.load_sample({"gid": 2, "space_slice": window})["im"], gdal_window(second, *window))
