@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import ndpatch
-from conftest import reference_window
 from export_compare import assert_same_export
 from ndpatch.cache import CacheStore
 from ndpatch.cli import main
@@ -168,7 +167,7 @@ def test_export_on_dask_equals_a_local_export_and_resumes_exactly(dset, client, 
 
 def test_cli_dask_local_cluster(dset, tmp_path, capsys):
     workdir = str(tmp_path / "cache")
-    assert main(["warmup", dset.fpath, "--backend", "npy", "--dask", "local:2", "--workdir", workdir]) == 0
+    assert main(["warmup", dset.fpath, "--backend", "npy", "--dask", "local:1", "--workdir", workdir]) == 0
     assert f"{N_IMAGES} converted" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["warmup", dset.fpath, "--dask", "local:0"])
