@@ -149,6 +149,32 @@ def add_allow_vrt(parser: argparse.ArgumentParser) -> None:
                              "dataset's folder (docs/geo.md)")
 
 
+def cache_size(text: str) -> int:
+    """``--max-size``: bytes, or a number with K, M, G or T (``50G``)."""
+    from ndpatch.cache.budget import parse_size
+    try:
+        return parse_size(text)
+    except NdpatchError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def dask_address(text: str) -> str:
+    """``--dask``: ``local:N`` (N worker processes here) or a Dask scheduler's address."""
+    from ndpatch.distributed import parse_local
+    try:
+        parse_local(text)
+    except NdpatchError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def add_dask(parser, what: str) -> None:
+    parser.add_argument("--dask", metavar="ADDRESS", type=dask_address, default=None,
+                        help=f"run the {what} on a Dask cluster: a scheduler address (tcp://host:8786) or "
+                             "local:N for N worker processes here; the cache (and output) folder must be one "
+                             "every worker sees (default: local worker processes, --workers)")
+
+
 def workers_help(more: str = "") -> str:
     from ndpatch.workers import default_workers
     return f"worker processes{more} (default: one per CPU, {default_workers()} here)"
@@ -379,7 +405,9 @@ def add_export(subparsers) -> None:
                            "default: half a window)")
     parser.add_argument("--count", type=POSITIVE_INT, default=None, help="number of chips (default: all targets)")
     parser.add_argument("--channels", default=None, help="channels to export, e.g. 'r|g|b' (default: all bands)")
-    parser.add_argument("--workers", type=POSITIVE_INT, default=None, help=workers_help())
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=POSITIVE_INT, default=None, help=workers_help())
+    add_dask(where, "blocks")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the sampled windows")
     parser.add_argument("--shard-size", type=POSITIVE_INT, default=256, help="samples per webdataset/tfrecord shard")
     parser.add_argument("--strict", action=argparse.BooleanOptionalAction, default=False,
@@ -413,7 +441,8 @@ def add_export(subparsers) -> None:
                          resume=args.resume, overwrite=args.overwrite, shard_size=args.shard_size,
                          backend=make_backend(args.backend, workdir=args.workdir, allow_vrt=args.allow_vrt),
                          workdir=args.workdir, strict=args.strict, progress=args.verbosity >= 0,
-                         stride=args.stride, edge=args.edge, pad_direction=args.pad_direction, padding=args.padding)
+                         stride=args.stride, edge=args.edge, pad_direction=args.pad_direction, padding=args.padding,
+                         client=args.dask)
         print(format_summary(summary))
         return EXIT_OK
 
@@ -481,9 +510,14 @@ def add_warmup(subparsers) -> None:
                                  "converts nothing.")
     parser.add_argument("dataset", help="kwcoco or MS-COCO json")
     parser.add_argument("--backend", default="auto", choices=list(CACHE_BACKENDS), help="cache backend")
-    parser.add_argument("--workers", type=Number(int, ge=0), default=None,
-                        help=workers_help("; 0 converts in this process"))
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=Number(int, ge=0), default=None,
+                       help=workers_help("; 0 converts in this process"))
+    add_dask(where, "conversions")
     add_workdir(parser)
+    parser.add_argument("--max-size", metavar="SIZE", type=cache_size, default=None,
+                        help="keep the cache under SIZE (50G, 500M, bytes), evicting the least recently used "
+                             "entries (default: $NDPATCH_CACHE_MAX, else no limit)")
     parser.add_argument("--blocksize", type=cog_blocksize, default=None,
                         help="COG tile size, a multiple of 16 >= 128 (cog, auto; default: 256)")
     parser.add_argument("--compress", type=str.upper, default=None, choices=cog_codecs(),
@@ -498,10 +532,11 @@ def add_warmup(subparsers) -> None:
 
     def run(args) -> int:
         from ndpatch.warmup import warmup
-        options = {key: value for key, value in (("blocksize", args.blocksize),
-                                                 ("compress", args.compress)) if value is not None}
+        options = {key: value for key, value in (("blocksize", args.blocksize), ("compress", args.compress),
+                                                 ("cache_max_bytes", args.max_size)) if value is not None}
         summary = warmup(args.dataset, backend=args.backend, workers=args.workers, workdir=args.workdir,
-                         progress=args.verbosity >= 0, allow_vrt=args.allow_vrt, **options)
+                         progress=args.verbosity >= 0, allow_vrt=args.allow_vrt, client=args.dask,
+                         **options)
         print(summary)
         return EXIT_FAILED if summary.failed else EXIT_OK
 
@@ -509,10 +544,11 @@ def add_warmup(subparsers) -> None:
 
 
 def add_cache(subparsers) -> None:
-    parser = subparsers.add_parser("cache", help="show, verify or clear the cache", formatter_class=HelpFormatter,
-                                   description="Subcommands: info (entries and bytes per backend), verify "
-                                               "(re-validate every entry), clear (remove every entry).")
-    actions = parser.add_subparsers(dest="action", required=True, metavar="{info,verify,clear}")
+    parser = subparsers.add_parser("cache", help="show, verify, prune or clear the cache", formatter_class=HelpFormatter,
+                                   description="Subcommands: info (entries and bytes per backend, budget), verify "
+                                               "(re-validate every entry), prune (evict down to a size), clear "
+                                               "(remove every entry).")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="{info,prune,verify,clear}")
 
     def cache_command(name: str, help: str, description: str) -> argparse.ArgumentParser:
         sub = command(actions, name, help=help, description=description)
@@ -523,15 +559,41 @@ def add_cache(subparsers) -> None:
         from ndpatch.cache import CacheStore, cache_root
         return CacheStore(cache_root(args.workdir))
 
+    def budget_of(args) -> int | None:
+        from ndpatch.cache.budget import max_bytes
+        return max_bytes(args.max_size)
+
     def info(args) -> int:
+        from datetime import datetime
+
+        from ndpatch.cache.budget import human_bytes
         stats = store(args).info()
-        print(f"cache {stats['root']}: {stats['entries']} entries, {stats['bytes'] / 2**20:.1f} MB")
+        limit = budget_of(args)
+        used = f" of its {human_bytes(limit)} budget ({100 * stats['bytes'] / limit:.0f}%)" if limit else " (no budget)"
+        print(f"cache {stats['root']}: {stats['entries']} entries, {human_bytes(stats['bytes'])}{used}")
         for kind, kind_stats in sorted(stats["by_kind"].items()):
             print(f"  {kind}: {kind_stats['entries']} entries ({kind_stats['in_place']} read in place), "
                   f"{kind_stats['bytes'] / 2**20:.1f} MB")
         if stats["orphans"] or stats["temp_files"]:
             print(f"  {stats['orphans']} orphaned files, {stats['temp_files']} temp files "
                   "(removed by the next writer or `ndpatch cache clear`)")
+        if stats["least_recently_used"]:
+            print("  least recently used (evicted first):")
+        for entry in stats["least_recently_used"]:
+            when = datetime.fromtimestamp(entry["last_used"]).isoformat(sep=" ", timespec="seconds")
+            print(f"    {when}  {human_bytes(entry['bytes']):>9}  {entry['key']}  {entry['source']}")
+        return EXIT_OK
+
+    def prune(args) -> int:
+        from ndpatch.cache.budget import human_bytes
+        limit = budget_of(args)
+        if limit is None:
+            raise NdpatchError("cache prune needs a budget: --max-size SIZE, or $NDPATCH_CACHE_MAX")
+        cache = store(args)
+        result = cache.prune(limit)
+        print(f"cache {cache.root}: evicted {len(result.removed)} entries ({human_bytes(result.freed)}), "
+              f"{human_bytes(result.total)} left of its {human_bytes(limit)} budget"
+              + (f"; {len(result.busy)} entries being written were left alone" if result.busy else ""))
         return EXIT_OK
 
     def verify(args) -> int:
@@ -550,8 +612,20 @@ def add_cache(subparsers) -> None:
         print(f"cache {cache.root}: removed {cache.clear()} entries")
         return EXIT_OK
 
-    cache_command("info", "entries and bytes per backend",
-                  "Entries and bytes per backend, entries read in place, orphaned and temp files.").set_defaults(run=info)
+    def add_max_size(sub: argparse.ArgumentParser, help: str) -> argparse.ArgumentParser:
+        sub.add_argument("--max-size", metavar="SIZE", type=cache_size, default=None, help=help)
+        return sub
+
+    add_max_size(cache_command("info", "entries, bytes, budget and least recently used entries",
+                               "Entries and bytes per backend, entries read in place, orphaned and temp files, "
+                               "the budget, and the least recently used entries (evicted first)."),
+                 "the budget to show (default: $NDPATCH_CACHE_MAX, else none)").set_defaults(run=info)
+    add_max_size(cache_command("prune", "evict least recently used entries down to a size",
+                               "Evict the least recently used entries until the cache holds at most SIZE; "
+                               "entries being written are left alone, processes reading an evicted entry keep "
+                               "reading it, and its next use converts it again."),
+                 "the size to prune to: 50G, 500M, bytes (default: $NDPATCH_CACHE_MAX; one is required)"
+                 ).set_defaults(run=prune)
     verifier = cache_command("verify", "re-validate every entry (exit status 1 if one is bad)",
                              "Re-validate every entry (sizes, headers, sidecar and data checksums) and report "
                              "corrupt and stale (source edited or gone) ones; exit status 1 if any.")

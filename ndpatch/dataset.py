@@ -30,6 +30,7 @@ from typing import Any
 import kwcoco
 import numpy as np
 
+from ndpatch import remote
 from ndpatch.cache.base import ImageSource
 from ndpatch.errors import ChannelError, DatasetError, DatasetWarning
 
@@ -163,7 +164,14 @@ def check_dataset(dset: kwcoco.CocoDataset) -> kwcoco.CocoDataset:
 
 
 def resolve_path(bundle_dpath: str, file_name: str) -> str:
-    """An image path: GDAL virtual paths and absolute paths as given, others under the bundle."""
+    """An image path: URIs as GDAL opens them, GDAL virtual and absolute paths as given, others under the bundle.
+
+    Example:
+        >>> resolve_path("/data", "s3://bucket/a.tif"), resolve_path("/data", "img/a.tif")
+        ('/vsis3/bucket/a.tif', '/data/img/a.tif')
+    """
+    if remote.is_uri(file_name):
+        return remote.gdal_path(file_name)
     if file_name.startswith("/vsi") or os.path.isabs(file_name):
         return file_name
     return os.path.normpath(os.path.join(bundle_dpath, file_name))

@@ -14,8 +14,19 @@ Example:
 """
 
 
+#: Functions every ndpatch error message passes through when printed (ndpatch.remote adds one
+#: that blanks credential values, so no secret GDAL used ever shows in an error's text).
+MESSAGE_FILTERS: list = []
+
+
 class NdpatchError(Exception):
     """Root of every ndpatch error."""
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        for message_filter in MESSAGE_FILTERS:
+            text = message_filter(text)
+        return text
 
 
 class _PlainKeyError(KeyError):

@@ -46,6 +46,7 @@ from typing import Sequence
 import numpy as np
 from osgeo import gdal, gdal_array
 
+from ndpatch import remote
 from ndpatch.errors import NdpatchError, SourceReadError
 from ndpatch.sidecars import refuse_special_sidecars
 
@@ -103,10 +104,12 @@ def file_identity(path: str, what: str | None = None) -> tuple:
     """What changes whenever the file at ``path`` is rewritten or replaced; one ``stat`` call.
 
     Local files: ``(device, inode, size, mtime_ns, ctime_ns)`` (a user can preserve
-    size and mtime, e.g. ``cp -p``, but not inode and ctime). GDAL virtual paths
-    (``/vsi...``): ``(size, mtime)`` as ``VSIStatL`` reports them. A missing file,
-    or one that is not a regular file (a FIFO would hang any reader), raises
-    SourceReadError.
+    size and mtime, e.g. ``cp -p``, but not inode and ctime). Objects in storage
+    or on a web server: ``(size, version)``, the ETag (else Last-Modified) as
+    :func:`ndpatch.remote.stat` last fetched it (no request once known). Other
+    GDAL virtual paths (``/vsi...``): ``(size, mtime)`` as ``VSIStatL`` reports
+    them. A missing file, or one that is not a regular file (a FIFO would hang
+    any reader, a key prefix is a folder), raises SourceReadError.
 
     Example:
         >>> import tempfile
@@ -116,6 +119,8 @@ def file_identity(path: str, what: str | None = None) -> tuple:
         3
     """
     if path.startswith("/vsi"):
+        if remote.is_remote(path):
+            return remote.stat(path, what).identity()
         stat = gdal.VSIStatL(path)
         if stat is None:
             raise SourceReadError(f"{what or path}: GDAL cannot stat it")
@@ -224,7 +229,8 @@ def open_source(path: str, what: str | None = None, *, allow_vrt: bool = False,
                 bundle_dpath: str | None = None, open_options: Sequence[str] = ()) -> gdal.Dataset:
     """Open a dataset's source raster read-only, as GDAL normally opens it, within ndpatch's rules.
 
-    Only regular files (or ``/vsi`` paths), only :data:`SOURCE_DRIVERS` (plus
+    Only regular files (or ``/vsi`` paths: objects, not key prefixes, in storage),
+    only :data:`SOURCE_DRIVERS` (plus
     ``VRT`` when ``allow_vrt``), and every further file GDAL pulls in must pass
     :func:`check_source_files` (``bundle_dpath`` is the dataset's folder). A
     missing, unreadable or refused file raises SourceReadError naming ``what``.

@@ -10,9 +10,11 @@ entries of a multi-file image's files are resolved on first use, so a window
 that needs one band converts one file.
 
 :class:`ImageRecords` memoises records per sampler. A live sampler re-stats a
-record's files at most once every :data:`RECHECK_SECONDS`; when any identity
+record's files (and its cache file) at most once every :data:`RECHECK_SECONDS`
+and stamps the entries it uses (the cache's LRU order); when any identity
 changed, the record is resolved again (``backend.ensure`` again: a cache backend
-then computes a new key, the direct backend opens a new handle). A sample is
+then computes a new key, or rebuilds an evicted entry; the direct backend opens
+a new handle). A sample is
 read from one record: a file that changed between the record's resolution and a
 lazy entry's makes the whole record resolve again (:meth:`ImageRecords.using`),
 so old and new pixels never meet in one sample.
@@ -32,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
-from ndpatch import gdalio
+from ndpatch import gdalio, remote
 from ndpatch.cache.base import Backend, CacheEntry, ImageSource
 from ndpatch.dataset import DEFAULT_CHANNELS, LABEL_CHANNELS, Asset, band_indices, channel_plan
 from ndpatch.errors import DatasetError, SourceReadError, TargetError
@@ -58,12 +60,20 @@ def file_state(path: str) -> tuple | None:
         return None
 
 
+def ask_servers(paths) -> None:
+    """Make the next stat of each remote file among ``paths`` ask its server (:func:`ndpatch.remote.refresh`)."""
+    for path in paths:
+        if remote.is_remote(path):
+            remote.refresh(path)
+
+
 @dataclass(frozen=True, eq=False)
 class ImageRecord:
     """One image as a sampler reads it, resolved at one moment (see the module doc).
 
     ``entry`` is the cache entry of a single-file image (None for a multi-file
-    one); ``identities`` maps each file's path to its identity when resolved.
+    one); ``identities`` maps each file's path (and the single entry's cache
+    file's) to its identity when resolved.
     """
 
     gid: int
@@ -101,9 +111,11 @@ class ImageRecord:
         """The entries resolved so far, in the order they were resolved."""
         return tuple(self._entries.values())
 
+    __repr__ = remote.redacted_repr  # a URL's user, password and query values never show
+
     def describe(self) -> str:
         """``image <gid> (<path>, ...)``, the prefix of every error about this image."""
-        return f"image {self.gid} ({', '.join(asset.source.path for asset in self.files or self.frame_files)})"
+        return f"image {self.gid} ({', '.join(remote.display(a.source.path) for a in self.files or self.frame_files)})"
 
     def entry_of(self, source: ImageSource) -> CacheEntry:
         """The entry of one of the record's files, resolved on first use.
@@ -169,11 +181,14 @@ def resolve_record(index, backend: Backend, gid: int) -> ImageRecord:
     except DatasetError as err:
         frame_files, frames_error = (), err
     paths = dict.fromkeys(asset.source.path for asset in files + frame_files)
+    ask_servers(paths)   # a new record sees a rewritten object at once
     identities = {path: file_state(path) for path in paths}   # before ensure: a later change is seen
     multi = len(files) > 1
     entry = backend.ensure(files[0].source) if files and not multi else None
     if entry is not None:
         index.check_file_dims(gid, (entry.height, entry.width))
+        if entry.identity is not None:
+            identities.setdefault(entry.path, entry.identity)  # the cache file: an evicted entry is rebuilt
     return ImageRecord(gid=gid, files=files, frame_files=frame_files, multi=multi, identities=identities,
                        entry=entry, declared_dims=index.image_dims(gid),
                        georef=None if entry is None else georef_from(entry.geotransform, entry.crs_wkt),
@@ -184,6 +199,11 @@ def resolve_record(index, backend: Backend, gid: int) -> ImageRecord:
 class ImageRecords:
     """A sampler's image records: resolved on first touch, re-checked at most once per :data:`RECHECK_SECONDS`.
 
+    Files in object storage or on web servers are asked about (one request each)
+    when a record is resolved and at most once per
+    :data:`ndpatch.remote.RECHECK_SECONDS` (60 s) after that; the re-checks in
+    between compare what was last fetched, so sampling costs no request per sample.
+
     ``clock`` gives the time in seconds (``time.monotonic``). Pickles empty (a
     new process resolves its own records).
     """
@@ -192,7 +212,7 @@ class ImageRecords:
         self.index = index
         self.backend = backend
         self.clock = clock
-        self._held: dict[int, list] = {}  # gid -> [record, time of the last check]
+        self._held: dict[int, list] = {}  # gid -> [record, time of the last check, of the last server request]
 
     def get(self, gid: int) -> ImageRecord:
         """The record of image ``gid`` for a 2-D read (its files' parse errors raised)."""
@@ -212,15 +232,23 @@ class ImageRecords:
             if now - held[1] < RECHECK_SECONDS:
                 return held[0]
             record = held[0]
+            if now - held[2] >= remote.RECHECK_SECONDS and any(map(remote.is_remote, record.identities)):
+                ask_servers(record.identities)  # a request per object: at most once per remote interval
+                held[2] = now
             if all(file_state(path) == identity for path, identity in record.identities.items()):
                 held[1] = now
+                touch = getattr(self.backend, "touch", None)  # the cache's access stamp (LRU eviction)
+                if touch is not None:
+                    for entry in record.entries:
+                        touch(entry)
                 return record
         return self.refresh(gid)
 
     def refresh(self, gid: int) -> ImageRecord:
         """Resolve image ``gid`` again, now."""
         record = resolve_record(self.index, self.backend, gid)
-        self._held[gid] = [record, self.clock()]
+        now = self.clock()
+        self._held[gid] = [record, now, now]
         return record
 
     def using(self, gid: int, read: Callable[[ImageRecord], T], frames: bool = False) -> T:

@@ -1,13 +1,15 @@
-"""Convert every image of a dataset into the cache ahead of training, in parallel processes.
+"""Convert every image of a dataset into the cache ahead of training, in parallel processes or on Dask.
 
 Images already cached are skipped without starting workers; the others are
-converted by a pool of processes (each conversion is locked and atomic, so
-concurrent warmups and samplers are safe). Failures are collected with their
+converted by a pool of processes on this machine, or by the workers of a Dask
+cluster (``client=``: :mod:`ndpatch.distributed`), each running the plain
+function :func:`convert_one` (each conversion is locked and atomic, so
+concurrent warmups, workers and samplers are safe). Failures are collected with their
 reasons rather than stopping the run: an image that does not fit on the disk
 says how many bytes it needs and how many are free, and a worker process that
-dies (killed, out of memory) fails the images it had, naming them. The
-workers exit when the warmup process dies, even by SIGKILL
-(:mod:`ndpatch.workers`).
+dies (killed, out of memory) fails the images it had, naming them (Dask runs
+such an image again on another worker first). The local workers exit when the
+warmup process dies, even by SIGKILL (:mod:`ndpatch.workers`).
 
 Example:
     >>> import tempfile
@@ -30,9 +32,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ndpatch import remote
 from ndpatch.cache import CACHE_BACKENDS, make_backend
 from ndpatch.cache.base import ImageSource
 from ndpatch.cache.store import human_bytes
+from ndpatch.distributed import completed, connect
 from ndpatch.errors import NdpatchError
 from ndpatch.index import DatasetIndex
 from ndpatch.workers import default_workers, process_pool
@@ -62,25 +66,34 @@ class WarmupSummary:
         return "\n".join(lines)
 
 
-_WORKER_BACKEND = None
+#: This process's backends by (name, cache folder, settings): a worker builds each once.
+_BACKENDS: dict[tuple, Any] = {}
 
 
-def _init_worker(backend: str, workdir: str | None, options: dict) -> None:
-    global _WORKER_BACKEND
-    _WORKER_BACKEND = make_backend(backend, workdir=workdir, progress=False, **options)  # the leader's bar counts
+def convert_one(source: ImageSource, backend: str, workdir: str, options: dict) -> tuple[int, bool, int, str | None]:
+    """Ensure one image in the cache at ``workdir``: what every worker runs, in a local pool or on Dask.
+
+    A plain function of (source, backend settings, cache folder); returns
+    ``(gid, converted, bytes_written, error)``. The cache's lock makes N workers
+    given one image convert it once.
+    """
+    key = (backend, workdir, tuple(sorted(options.items())))
+    if key not in _BACKENDS:
+        _BACKENDS[key] = make_backend(backend, workdir=workdir, progress=False, **options)  # the leader's bar counts
+    return _convert(source, _BACKENDS[key])
 
 
-def _convert(source: ImageSource, backend=None) -> tuple[int, bool, int, str | None]:
+def _convert(source: ImageSource, backend) -> tuple[int, bool, int, str | None]:
     """Ensure one image; returns ``(gid, converted, bytes_written, error)``."""
     try:
-        entry = (backend or _WORKER_BACKEND).ensure(source)
+        entry = backend.ensure(source)
     except (NdpatchError, OSError) as err:
         return source.gid, False, 0, str(err)
     return source.gid, entry.meta["converted"], entry.meta["bytes_written"], None
 
 
 def warmup(dset: Any, backend: str = "auto", workers: int | None = None,
-           workdir: str | None = None, progress: bool = True, **options) -> WarmupSummary:
+           workdir: str | None = None, progress: bool = True, client: Any = None, **options) -> WarmupSummary:
     """Convert every image of ``dset`` not yet cached by ``backend``.
 
     Args:
@@ -89,18 +102,24 @@ def warmup(dset: Any, backend: str = "auto", workers: int | None = None,
         workers: worker processes (default: one per CPU; 0 converts in this process).
         workdir: the cache root (default ``$NDPATCH_CACHE``, else the per-user cache dir).
         progress: show a tqdm progress bar (and, converting in this process, one per long conversion).
-        options: backend settings (e.g. ``blocksize``), as for ``CocoSampler``.
+        client: convert on a Dask cluster instead (``workers`` is then unused): a
+            ``distributed.Client``, a scheduler address, or ``'local:N'`` (a local
+            cluster of N processes). The cache folder must be one every worker sees.
+        options: backend settings (e.g. ``blocksize``, ``cache_max_bytes``), as for ``CocoSampler``.
     """
     started = time.perf_counter()
     index = DatasetIndex(dset)
     if backend not in CACHE_BACKENDS:
         raise NdpatchError(f"warmup needs a cache backend ({', '.join(CACHE_BACKENDS)}), not {backend!r}")
     cache = make_backend(backend, workdir=workdir, progress=progress, **options)
-    summary = WarmupSummary(backend=backend, root=str(cache.store.root), total=len(index.dset.imgs))
+    root = str(cache.store.root)  # absolute: the one path every worker writes to
+    summary = WarmupSummary(backend=backend, root=root, total=len(index.dset.imgs))
     pending = []
     for gid in sorted(index.dset.imgs):
         try:
             source = index.source(gid)
+            if remote.is_remote(source.path):
+                remote.refresh(source.path)  # ask the server: a rewritten object is converted again
             if cache.cached(source):
                 summary.cached += 1
             else:
@@ -109,15 +128,28 @@ def warmup(dset: Any, backend: str = "auto", workers: int | None = None,
             summary.failed[gid] = str(err)
     workers = default_workers() if workers is None else workers
     with tqdm(total=len(pending), desc=f"warmup {backend}", unit="img", disable=not (progress and pending)) as bar:
-        if workers == 0 or len(pending) <= 1:
-            results = (_convert(source, cache) for source in pending)
-            _collect(results, summary, bar)
+        if client is not None and pending:
+            with connect(client) as dask_client:
+                outcomes = completed(dask_client, convert_one, pending, backend, root, options)
+                _collect((_outcome(source, result, error) for source, result, error in outcomes), summary, bar)
+        elif workers == 0 or len(pending) <= 1:
+            _collect((_convert(source, cache) for source in pending), summary, bar)
         else:
-            with process_pool(min(workers, len(pending)), _init_worker, (backend, workdir, options)) as pool:
-                futures = {pool.submit(_convert, source): source for source in pending}
+            with process_pool(min(workers, len(pending))) as pool:
+                futures = {pool.submit(convert_one, source, backend, root, options): source for source in pending}
                 _collect((_result(future, futures[future]) for future in as_completed(futures)), summary, bar)
     summary.elapsed = time.perf_counter() - started
     return summary
+
+
+def _outcome(source: ImageSource, result, error: BaseException | None) -> tuple[int, bool, int, str | None]:
+    """A Dask task's result; a task that kept losing its worker, or raised, fails its image with the reason."""
+    if error is None:
+        return result
+    if type(error).__name__ == "KilledWorker":
+        return source.gid, False, 0, (f"{source.describe()}: not converted: every Dask worker that ran it died "
+                                      "(killed by a signal, or out of memory)")
+    return source.gid, False, 0, f"{source.describe()}: not converted: {type(error).__name__}: {error}"
 
 
 def _result(future, source: ImageSource) -> tuple[int, bool, int, str | None]:

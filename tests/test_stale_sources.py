@@ -92,7 +92,7 @@ def test_a_live_sampler_stats_each_image_at_most_once_per_interval(tmp_path, mon
     first = sampler.records.get(1)
     now[0] += record.RECHECK_SECONDS
     window(sampler)
-    assert stats == [str(path)] and sampler.records.get(1) is first   # one stat, nothing changed
+    assert stats == [str(path), first.entry.path] and sampler.records.get(1) is first   # the source, the cache file
     replace(path, pixels(3), "mv")
     window(sampler)                                      # the interval has not passed again: old record
     assert sampler.records.get(1) is first

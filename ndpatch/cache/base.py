@@ -28,6 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ndpatch import remote
 from ndpatch.cache.casting import cast_into, cast_scalar, reads_exactly, served_dtype
 from ndpatch.errors import TargetError
 from ndpatch.target import clip_window
@@ -48,8 +49,10 @@ class ImageSource:
     bundle_dpath: str | None = None  # the dataset's folder: what a source may reference
 
     def describe(self) -> str:
-        """``image <gid> (<path>)``, the prefix of every error about this image."""
-        return f"image {self.gid} ({self.path})"
+        """``image <gid> (<path or URI>)``, the prefix of every error about this image."""
+        return f"image {self.gid} ({remote.display(self.path)})"
+
+    __repr__ = remote.redacted_repr  # a URL's user, password and query values never show
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,7 @@ class CacheEntry:
     """A readable form of one image: the source itself or a converted cache file."""
 
     gid: int
-    source: str
+    source: str  # how the source is named in messages (ndpatch.remote.display of its path)
     path: str
     kind: str
     height: int
@@ -80,6 +83,8 @@ class CacheEntry:
 
     def describe(self) -> str:
         return f"image {self.gid} ({self.source})"
+
+    __repr__ = remote.redacted_repr
 
 
 class Backend(Protocol):

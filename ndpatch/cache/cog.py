@@ -7,9 +7,10 @@ and the source's geotransform, CRS, nodata, band descriptions, colour
 interpretation and mask (internal mask or alpha band) kept. A window read
 decodes only the tiles it touches.
 
-A source that is already a tiled GeoTIFF (or COG) with a lossless codec
+A local source that is already a tiled GeoTIFF (or COG) with a lossless codec
 (or none) and tiles of at most 1024 pixels is read in place; its sidecar
-records that decision, so it is made once per source version.
+records that decision, so it is made once per source version (a remote one
+is copied into the cache: reading it in place would fetch every window).
 
 ``backend='auto'`` applies, per image: (1) a tiled lossless GeoTIFF is read in
 place; (2) else an image whose decoded size is at most ``npy_max_mb`` (default
@@ -27,20 +28,22 @@ Example:
 """
 from __future__ import annotations
 
+import glob
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from osgeo import gdal
 from tqdm import tqdm
 
-from ndpatch import gdalio
+from ndpatch import gdalio, remote
 from ndpatch.cache.base import CacheEntry, ImageSource
 from ndpatch.cache.direct import DirectBackend
 from ndpatch.cache.npy import PROGRESS_DELAY, NpyBackend, check_size, entry_from_sidecar, raster_fields
 from ndpatch.cache.store import KeyedCache, atomic_publish, file_checksum
 from ndpatch.cache.validity import raster_mask_kind
-from ndpatch.errors import CacheConversionError, CorruptCacheError, NdpatchError
+from ndpatch.errors import CacheConversionError, CorruptCacheError, NdpatchError, SourceReadError
 
 #: Codecs that never change a pixel: a tiled GeoTIFF using one of these is read in place.
 LOSSLESS_CODECS = {None, "NONE", "LZW", "DEFLATE", "ZSTD", "PACKBITS", "LZMA"}
@@ -89,12 +92,14 @@ def cog_options(settings: dict, dtype: np.dtype, bands: int) -> list[str]:
     return options
 
 
-def convert_to_cog(source: ImageSource, dest: Path, settings: dict,
-                   info: gdalio.RasterInfo, ds: gdal.Dataset, progress: bool = True) -> dict:
+def convert_to_cog(source: ImageSource, dest: Path, settings: dict, info: gdalio.RasterInfo,
+                   ds: gdal.Dataset, progress: bool = True, room: Callable[..., None] | None = None) -> dict:
     """Translate ``source`` into a COG at ``dest`` atomically; returns the sidecar fields.
 
     The source's mask band (per-dataset mask, alpha) is kept: GDAL writes the
-    first as the COG's internal mask, the second stays a band.
+    first as the COG's internal mask, the second stays a band. With a cache
+    budget (``room``, :meth:`KeyedCache.publish`), room is made before GDAL
+    writes, and a COG that turns out larger than the budget is not published.
     """
     what = source.describe()
     try:
@@ -106,7 +111,7 @@ def convert_to_cog(source: ImageSource, dest: Path, settings: dict,
 
     def write(tmp: str) -> None:
         nonlocal checksum
-        with tqdm(total=100, unit="%", desc=f"cog {source.path}", delay=PROGRESS_DELAY,
+        with tqdm(total=100, unit="%", desc=f"cog {remote.display(source.path)}", delay=PROGRESS_DELAY,
                   disable=not progress, leave=False) as bar:
             def report(complete: float, message, data) -> int:
                 bar.update(round(100 * complete) - bar.n)
@@ -121,8 +126,13 @@ def convert_to_cog(source: ImageSource, dest: Path, settings: dict,
 
     def validate(tmp: str) -> None:
         check_cog(Path(tmp), info.height, info.width, info.bands, mask)
+        if room is not None:
+            written = sum(os.path.getsize(side) for side in glob.glob(glob.escape(tmp) + "*"))
+            room(written, on_disk=written)
 
     try:
+        if room is not None:
+            room(0)
         nbytes = atomic_publish(dest, write, validate)
     except CacheConversionError:
         raise
@@ -179,6 +189,7 @@ class CogBackend(KeyedCache):
         progress: show a progress bar for conversions that take more than a few seconds.
         allow_vrt: also convert GDAL VRTs whose files are all inside the dataset's folder
             (their entries are keyed apart from those of backends that refuse VRTs).
+        cache_max_bytes: the cache's size budget (as for ``NpyBackend``).
     """
 
     name = "cog"
@@ -187,10 +198,11 @@ class CogBackend(KeyedCache):
     def __init__(self, workdir: str | os.PathLike | None = None, blocksize: int = 256,
                  compress: str | None = None, level: int | None = None, quality: int = 90,
                  overviews: bool = True, in_place: bool = True, threads: int | str = 1,
-                 content_hash: bool = False, progress: bool = True, allow_vrt: bool = False):
+                 content_hash: bool = False, progress: bool = True, allow_vrt: bool = False,
+                 cache_max_bytes: int | str | None = None):
         if int(blocksize) < 128 or int(blocksize) % 16:
             raise NdpatchError(f"COG blocksize must be a multiple of 16 and >= 128, not {blocksize}")
-        super().__init__(workdir, content_hash, progress)
+        super().__init__(workdir, content_hash, progress, cache_max_bytes)
         self.settings = {"blocksize": int(blocksize), "compress": (compress or default_compress()).upper(),
                          "level": level, "quality": int(quality), "overviews": bool(overviews),
                          "in_place": bool(in_place), **({"allow_vrt": True} if allow_vrt else {})}
@@ -198,19 +210,20 @@ class CogBackend(KeyedCache):
         self.allow_vrt = bool(allow_vrt)
         self._direct = DirectBackend(allow_vrt)
 
-    def build(self, source: ImageSource, dest: Path) -> dict:
-        """Decide in place or convert; returns the sidecar fields."""
+    def build(self, source: ImageSource, dest: Path, room: Callable[..., None] | None = None) -> dict:
+        """Decide in place or convert (making ``room`` under the budget); returns the sidecar fields."""
         ds = gdalio.source_opener(self.allow_vrt, source.bundle_dpath)(source.path, source.describe())
         info = gdalio.raster_info(ds)
-        if self.settings["in_place"] and readable_in_place(info):
+        if self.settings["in_place"] and readable_in_place(info) and not remote.is_remote(source.path):
             return {**raster_fields(info), "kind": "cog", "file": None, "nbytes": 0, "checksum": None,
                     "in_place": True, "mask": {"kind": raster_mask_kind(ds), "file": None, "nbytes": 0,
                                                "checksum": None},
                     "source_layout": {"block_size": list(info.block_size), "compression": info.compression}}
-        return convert_to_cog(source, dest, {**self.settings, "threads": self.threads}, info, ds, self.progress)
+        return convert_to_cog(source, dest, {**self.settings, "threads": self.threads}, info, ds, self.progress,
+                              room)
 
     def ensure(self, source: ImageSource, identity: dict | None = None) -> CacheEntry:
-        dest, sidecar, converted = self.publish(source, lambda dest: self.build(source, dest), identity)
+        dest, sidecar, converted = self.publish(source, lambda dest, room: self.build(source, dest, room), identity)
         path = source.path if sidecar["in_place"] else str(dest)
         if converted:
             gdalio.POOL.forget(path)
@@ -219,14 +232,23 @@ class CogBackend(KeyedCache):
         return entry
 
     def gdal_dataset(self, entry: CacheEntry) -> gdal.Dataset:
-        return self._direct.gdal_dataset(entry)
+        try:
+            return self._direct.gdal_dataset(entry)
+        except SourceReadError as err:  # not open in this thread, and its file evicted since: convert it again
+            return self._direct.gdal_dataset(self.evicted(entry, err))
 
     def read_into(self, entry: CacheEntry, rows: slice, cols: slice,
                   bands: list[int] | None, out: np.ndarray) -> None:
-        self._direct.read_into(entry, rows, cols, bands, out)
+        try:
+            self._direct.read_into(entry, rows, cols, bands, out)
+        except SourceReadError as err:
+            self._direct.read_into(self.evicted(entry, err), rows, cols, bands, out)
 
     def read_mask_into(self, entry: CacheEntry, rows: slice, cols: slice, out: np.ndarray) -> None:
-        self._direct.read_mask_into(entry, rows, cols, out)
+        try:
+            self._direct.read_mask_into(entry, rows, cols, out)
+        except SourceReadError as err:
+            self._direct.read_mask_into(self.evicted(entry, err), rows, cols, out)
 
 
 class AutoBackend:
@@ -240,10 +262,11 @@ class AutoBackend:
 
     def __init__(self, workdir: str | os.PathLike | None = None, npy_max_mb: float = 1024,
                  content_hash: bool = False, progress: bool = True, allow_vrt: bool = False,
-                 **cog_options):
-        self.npy = NpyBackend(workdir, content_hash=content_hash, progress=progress, allow_vrt=allow_vrt)
-        self.cog = CogBackend(workdir, content_hash=content_hash, progress=progress, allow_vrt=allow_vrt,
-                              **cog_options)
+                 cache_max_bytes: int | str | None = None, **cog_options):
+        shared = {"content_hash": content_hash, "progress": progress, "allow_vrt": allow_vrt,
+                  "cache_max_bytes": cache_max_bytes}
+        self.npy = NpyBackend(workdir, **shared)
+        self.cog = CogBackend(workdir, **shared, **cog_options)
         self.store = self.npy.store
         self.npy_max_mb = npy_max_mb
 
@@ -256,10 +279,17 @@ class AutoBackend:
             return self.cog
         opener = gdalio.source_opener(self.cog.allow_vrt, source.bundle_dpath)
         info = gdalio.raster_info(gdalio.POOL.get(source.path, source.describe(), opener=opener))
-        if self.cog.settings["in_place"] and readable_in_place(info):
+        if self.cog.settings["in_place"] and readable_in_place(info) and not remote.is_remote(source.path):
             return self.cog
         decoded_mb = info.height * info.width * info.bands * info.dtype.itemsize / 2**20
         return self.npy if decoded_mb <= self.npy_max_mb else self.cog
+
+    @property
+    def max_bytes(self) -> int | None:
+        return self.npy.max_bytes
+
+    def touch(self, entry: CacheEntry) -> None:
+        self.npy.touch(entry)
 
     def cached(self, source: ImageSource) -> bool:
         identity = self.npy.identity(source)

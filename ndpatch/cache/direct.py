@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from osgeo import gdal
 
-from ndpatch import gdalio
+from ndpatch import gdalio, remote
 from ndpatch.cache.base import CacheEntry, ImageSource
 from ndpatch.cache.validity import raster_mask_kind, read_raster_mask
 
@@ -29,7 +29,7 @@ def entry_from_raster(source: ImageSource, path: str, kind: str, opener=gdalio.S
     ds = gdalio.POOL.get(path, source.describe(), identity, opener)
     info = gdalio.raster_info(ds)
     return CacheEntry(
-        gid=source.gid, source=source.path, path=path, kind=kind,
+        gid=source.gid, source=remote.display(source.path), path=path, kind=kind,
         height=info.height, width=info.width, bands=info.bands, dtype=info.dtype,
         nodata=info.nodata, band_names=info.band_names, geotransform=info.geotransform,
         crs_wkt=info.crs_wkt, identity=identity, mask=raster_mask_kind(ds),

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ndpatch import gdalio
+from ndpatch import gdalio, remote
 from ndpatch.cache.base import CacheEntry, ImageSource
 from ndpatch.cache.store import KeyedCache, atomic_publish, require_space
 from ndpatch.cache.validity import MASK_BAND_KINDS, raster_mask_kind, read_raster_mask
@@ -170,12 +170,14 @@ def mask_path(dest: Path) -> Path:
     return dest.with_name(dest.name.removesuffix(".npy") + ".mask.npy")
 
 
-def convert_to_npy(source: ImageSource, dest: Path, progress: bool = True, opener=gdalio.SOURCE) -> dict:
+def convert_to_npy(source: ImageSource, dest: Path, progress: bool = True, opener=gdalio.SOURCE,
+                   room: Callable[[int], None] | None = None) -> dict:
     """Decode ``source`` (opened with ``opener``) into ``dest`` (an H×W×C ``.npy``, and its mask) atomically.
 
     Returns the sidecar fields.
 
-    Free space is checked first: a conversion that cannot fit raises
+    The cache budget (``room(nbytes)``, :meth:`KeyedCache.publish`) and the
+    free space are checked first: a conversion that cannot fit raises
     CacheConversionError giving the bytes needed and available, before
     anything is written.
     """
@@ -196,12 +198,14 @@ def convert_to_npy(source: ImageSource, dest: Path, progress: bool = True, opene
     mask = {"kind": kind, "file": None, "nbytes": 0, "checksum": None}
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
+        if room is not None:
+            room(needed)
         require_space(dest.parent, needed + SIDECAR_ROOM, f"the npy cache entry of {what}")
         if has_mask_file:
             nbytes, checksum = publish_npy(mask_path(dest), shape[:2], np.dtype(np.uint8), read_mask,
-                                           f"npy mask {source.path}", progress)
+                                           f"npy mask {remote.display(source.path)}", progress)
             mask = {"kind": kind, "file": mask_path(dest).name, "nbytes": nbytes, "checksum": checksum}
-        nbytes, checksum = publish_npy(dest, shape, info.dtype, read_pixels, f"npy {source.path}", progress)
+        nbytes, checksum = publish_npy(dest, shape, info.dtype, read_pixels, f"npy {remote.display(source.path)}", progress)
     except OSError as err:  # unreadable source, full disk, invalid result
         mask_path(dest).unlink(missing_ok=True)
         raise CacheConversionError(f"{what}: converting to npy {dest} failed: {err}") from err
@@ -262,14 +266,14 @@ def validate_npy(path: Path | None, sidecar: dict) -> None:
 
 def entry_from_sidecar(source: ImageSource, path: str, sidecar: dict, converted: bool) -> CacheEntry:
     """The CacheEntry an entry's sidecar describes (nodata, band names and mask as in the source)."""
-    meta = {"sidecar": sidecar, "converted": converted,
+    meta = {"sidecar": sidecar, "converted": converted, "image_source": source,
             "bytes_written": sidecar["nbytes"] + sidecar["mask"]["nbytes"] if converted else 0}
     if sidecar["mask"]["file"] is not None:
         mask_file = str(mask_path(Path(path)))
         meta.update(mask_path=mask_file, mask_identity=gdalio.file_identity(mask_file, source.describe()))
     return CacheEntry(
         identity=gdalio.file_identity(path, source.describe()),
-        gid=source.gid, source=source.path, path=path, kind=sidecar["kind"],
+        gid=source.gid, source=remote.display(source.path), path=path, kind=sidecar["kind"],
         height=sidecar["height"], width=sidecar["width"], bands=sidecar["bands"],
         dtype=np.dtype(sidecar["dtype"]), nodata=sidecar["nodata"],
         band_names=tuple(sidecar["band_names"]),
@@ -286,21 +290,24 @@ class NpyBackend(KeyedCache):
         progress: show a progress bar for conversions that take more than a few seconds.
         allow_vrt: also convert GDAL VRTs whose files are all inside the dataset's folder
             (their entries are keyed apart from those of backends that refuse VRTs).
+        cache_max_bytes: the cache's size budget (bytes or ``'50G'``; default
+            ``$NDPATCH_CACHE_MAX``, else none): least recently used entries are
+            evicted to stay under it (:mod:`ndpatch.cache.budget`).
     """
 
     name = "npy"
     validate = staticmethod(validate_npy)
 
     def __init__(self, workdir: str | os.PathLike | None = None, content_hash: bool = False,
-                 progress: bool = True, allow_vrt: bool = False):
-        super().__init__(workdir, content_hash, progress)
+                 progress: bool = True, allow_vrt: bool = False, cache_max_bytes: int | str | None = None):
+        super().__init__(workdir, content_hash, progress, cache_max_bytes)
         self.allow_vrt = bool(allow_vrt)
         self.settings = {"allow_vrt": True} if allow_vrt else {}
 
     def ensure(self, source: ImageSource, identity: dict | None = None) -> CacheEntry:
         opener = gdalio.source_opener(self.allow_vrt, source.bundle_dpath)
         dest, sidecar, converted = self.publish(
-            source, lambda dest: convert_to_npy(source, dest, self.progress, opener), identity)
+            source, lambda dest, room: convert_to_npy(source, dest, self.progress, opener, room), identity)
         if converted:
             MEMMAPS.forget(str(dest))
             MEMMAPS.forget(str(mask_path(dest)))
@@ -308,8 +315,16 @@ class NpyBackend(KeyedCache):
 
     def read_into(self, entry: CacheEntry, rows: slice, cols: slice,
                   bands: list[int] | None, out: np.ndarray) -> None:
-        window = MEMMAPS.get(entry)[rows, cols]
+        try:
+            array = MEMMAPS.get(entry)
+        except CorruptCacheError as err:  # not mapped here, and its file evicted since: convert it again
+            array = MEMMAPS.get(self.evicted(entry, err))
+        window = array[rows, cols]
         np.copyto(out, window if bands is None else window[..., bands])
 
     def read_mask_into(self, entry: CacheEntry, rows: slice, cols: slice, out: np.ndarray) -> None:
-        np.copyto(out, MEMMAPS.get(entry, mask=True)[rows, cols])
+        try:
+            array = MEMMAPS.get(entry, mask=True)
+        except CorruptCacheError as err:
+            array = MEMMAPS.get(self.evicted(entry, err), mask=True)
+        np.copyto(out, array[rows, cols])

@@ -45,7 +45,9 @@ from pathlib import Path
 
 import filelock
 
-from ndpatch import gdalio
+from ndpatch import gdalio, remote
+from ndpatch.cache import budget
+from ndpatch.cache.budget import human_bytes
 from ndpatch.errors import CacheConversionError, CorruptCacheError, DiskFullError, NdpatchError, SourceReadError
 
 #: Bumped when the layout of cache files or sidecars changes (part of every key).
@@ -81,21 +83,6 @@ def cache_root(workdir: str | os.PathLike | None = None) -> Path:
         return Path(os.environ["NDPATCH_CACHE"])
     import ubelt
     return Path(ubelt.ensure_app_cache_dir("ndpatch"))
-
-
-def human_bytes(n: int) -> str:
-    """``1536`` → ``'1.5 kB'`` (powers of 1024).
-
-    Example:
-        >>> human_bytes(0), human_bytes(1536), human_bytes(50 * 2**20)
-        ('0 B', '1.5 kB', '50.0 MB')
-    """
-    if n < 1024:
-        return f"{n} B"
-    for unit in ("kB", "MB", "GB", "TB"):
-        n /= 1024
-        if n < 1024 or unit == "TB":
-            return f"{n:.1f} {unit}"
 
 
 # -- source identity ---------------------------------------------------------------------------
@@ -168,8 +155,12 @@ def source_identity(path: str, content_hash: bool = False, what: str | None = No
     Local files: resolved path, size, mtime_ns, inode and ctime_ns (a copy
     with ``cp -p`` keeps size and mtime, never inode and ctime), the
     :func:`content_fingerprint`, and the stat of companion files that change
-    what GDAL reads (``.msk``, ``.aux.xml``). GDAL virtual paths: path, size,
-    mtime and fingerprint. ``content_hash`` adds a sha256 of every byte.
+    what GDAL reads (``.msk``, ``.aux.xml``). Objects in storage and on web
+    servers (``s3://``, ``/vsicurl/``, ...): their URI (credentials and query
+    values left out), size and version (ETag, else Last-Modified; else GDAL's
+    mtime and a fingerprint), from one request (:func:`ndpatch.remote.stat`).
+    Other GDAL virtual paths: path, size, mtime and fingerprint.
+    ``content_hash`` adds a sha256 of every byte.
 
     Example:
         >>> import tempfile
@@ -179,7 +170,16 @@ def source_identity(path: str, content_hash: bool = False, what: str | None = No
         >>> ident["size"], ident["sha256"][:8], sorted(ident)
         (3, 'ba7816bf', ['ctime_ns', 'fingerprint', 'inode', 'mtime_ns', 'path', 'sha256', 'size'])
     """
-    what = what or path
+    path = remote.gdal_path(path)
+    what = what or remote.display(path)
+    if remote.is_remote(path):
+        stat = remote.stat(path, what)
+        ident = {"path": remote.display(path), "size": stat.size, "version": stat.version}
+        if stat.version.startswith("mtime:"):  # no ETag nor Last-Modified: also hash a few blocks
+            ident["fingerprint"] = content_fingerprint(path, stat.size, what)
+        if content_hash:
+            ident["sha256"] = content_sha256(path)
+        return ident
     if path.startswith("/vsi"):
         size, mtime = gdalio.file_identity(path, what)
         ident = {"path": path, "size": size, "mtime_ns": mtime * 10**9}
@@ -200,16 +200,21 @@ def source_identity(path: str, content_hash: bool = False, what: str | None = No
             ident["companions"] = companions
     ident["fingerprint"] = content_fingerprint(path, ident["size"], what)
     if content_hash:
-        from osgeo import gdal
-        digest = hashlib.sha256()
-        handle = gdal.VSIFOpenL(path, "rb")
-        try:
-            while chunk := gdal.VSIFReadL(1, 1 << 22, handle):
-                digest.update(chunk)
-        finally:
-            gdal.VSIFCloseL(handle)
-        ident["sha256"] = digest.hexdigest()
+        ident["sha256"] = content_sha256(path)
     return ident
+
+
+def content_sha256(path: str) -> str:
+    """The sha256 (hex) of every byte of a source (local, ``/vsi`` or remote), read through GDAL."""
+    from osgeo import gdal
+    digest = hashlib.sha256()
+    handle = gdal.VSIFOpenL(path, "rb")
+    try:
+        while chunk := gdal.VSIFReadL(1, 1 << 22, handle):
+            digest.update(chunk)
+    finally:
+        gdal.VSIFCloseL(handle)
+    return digest.hexdigest()
 
 
 def entry_key(identity: dict, kind: str, settings: dict) -> str:
@@ -394,13 +399,24 @@ class VerifyResult:
     source: str
 
 
+@dataclass(frozen=True)
+class EntryUsage:
+    """The disk use of one key: bytes of all its files (temp files too), and when it was last used."""
+
+    key: str
+    nbytes: int
+    last_used: float  # epoch seconds: its sidecar's mtime (the access stamp), else its newest file's
+    complete: bool    # it has a sidecar (else: being written, or left by a killed writer)
+
+
 class CacheStore:
     """The files of one cache root, and the lock of each key."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+        self.root = Path(root).absolute()  # one place, whatever the current folder later (or a worker's)
         self.entries_dir = self.root / "entries"
         self.locks_dir = self.root / "locks"
+        self._stamped: dict[str, float] = {}  # key -> monotonic time of this process's last access stamp
 
     def path(self, key: str, part: str) -> Path:
         """The file of ``part`` (``'sidecar'``, ``'npy'``, ``'cog'``, ``'mask'``) of entry ``key``."""
@@ -468,6 +484,7 @@ class CacheStore:
         try:
             sidecar = self.open_entry(key, validate)
             if sidecar is not None:
+                self.stamp(key)
                 return sidecar, False
         except CorruptCacheError:
             pass  # checked again, and reported, under the lock
@@ -535,29 +552,89 @@ class CacheStore:
             except CorruptCacheError:
                 yield key, None
 
-    def info(self) -> dict:
-        """Entry counts and bytes, per kind, plus temp files and orphans.
+    def usage(self) -> list[EntryUsage]:
+        """The bytes and access stamp of every key (one directory scan: no sidecar is read).
 
         Example:
             >>> import tempfile
-            >>> CacheStore(tempfile.mkdtemp()).info()["entries"]
-            0
+            >>> store = CacheStore(tempfile.mkdtemp())
+            >>> _ = write_json(store.sidecar_path("a" * 32), {})
+            >>> [(u.nbytes, u.complete) for u in store.usage()]
+            [(2, True)]
         """
+        found: dict[str, list] = {}  # key -> [bytes, stamp, newest mtime, complete]
+        try:
+            scan = os.scandir(self.entries_dir)
+        except FileNotFoundError:
+            return []
+        with scan:
+            for item in scan:
+                named = ENTRY_NAME.fullmatch(item.name) or TEMP_NAME.fullmatch(item.name)
+                if named is None:
+                    continue
+                try:
+                    stat = item.stat(follow_symlinks=False)
+                except FileNotFoundError:  # removed meanwhile
+                    continue
+                held = found.setdefault(named.group("key"), [0, None, 0.0, False])
+                held[0] += stat.st_size
+                held[2] = max(held[2], stat.st_mtime)
+                if item.name == f"{named.group('key')}{SUFFIXES['sidecar']}":
+                    held[1], held[3] = stat.st_mtime, True
+        return [EntryUsage(key, nbytes, newest if stamp is None else stamp, complete)
+                for key, (nbytes, stamp, newest, complete) in sorted(found.items())]
+
+    def stamp(self, key: str) -> None:
+        """Record that entry ``key`` was used now (its sidecar's mtime), at most once per STAMP_SECONDS here.
+
+        The stamp only orders evictions: an entry removed meanwhile, or a
+        shared cache's sidecar this user may not touch, is left as it is.
+        """
+        now = time.monotonic()
+        if now - self._stamped.get(key, -budget.STAMP_SECONDS) < budget.STAMP_SECONDS:
+            return
+        self._stamped[key] = now
+        try:
+            os.utime(self.sidecar_path(key))
+        except OSError as err:
+            logger.debug("access stamp of cache entry %s not updated: %s", key, err)
+
+    def prune(self, max_bytes: int) -> budget.Eviction:
+        """Evict least-recently-used entries until the cache holds at most ``max_bytes`` (entries being written stay)."""
+        return budget.evict(self, max_bytes)
+
+    def info(self, lru: int = 5) -> dict:
+        """Entry counts and bytes per kind, total bytes on disk, the ``lru`` least recently used entries.
+
+        ``bytes`` counts every file the naming rule makes (what a budget
+        counts: temp files and orphans too); each of ``least_recently_used``
+        is ``{key, source, bytes, last_used}`` (epoch seconds), oldest first.
+
+        Example:
+            >>> import tempfile
+            >>> info = CacheStore(tempfile.mkdtemp()).info()
+            >>> info["entries"], info["bytes"], info["least_recently_used"]
+            (0, 0, [])
+        """
+        usage = {entry.key: entry for entry in self.usage()}
         by_kind: dict[str, dict] = {}
-        total = 0
+        sources: dict[str, str] = {}
         orphans = 0
         for key, sidecar in self.sidecars():
             if sidecar is None:
                 orphans += 1
                 continue
-            size = sum(p.stat().st_size for p in map(lambda part: self.path(key, part), SUFFIXES) if p.exists())
+            sources[key] = str(sidecar["source"].get("path", "?"))
             stats = by_kind.setdefault(sidecar["kind"], {"entries": 0, "bytes": 0, "in_place": 0})
             stats["entries"] += 1
-            stats["bytes"] += size
+            stats["bytes"] += usage[key].nbytes if key in usage else 0
             stats["in_place"] += sidecar["in_place"]
-            total += size
+        oldest = sorted((u for u in usage.values() if u.key in sources), key=lambda u: u.last_used)[:lru]
         return {"root": str(self.root), "entries": sum(s["entries"] for s in by_kind.values()),
-                "bytes": total, "by_kind": by_kind, "orphans": orphans, "temp_files": len(self.temp_files())}
+                "bytes": sum(u.nbytes for u in usage.values()), "by_kind": by_kind, "orphans": orphans,
+                "temp_files": len(self.temp_files()),
+                "least_recently_used": [{"key": u.key, "source": sources[u.key], "bytes": u.nbytes,
+                                         "last_used": u.last_used} for u in oldest]}
 
     def verify(self, validate: Callable[[Path | None, dict], None], delete: bool = False,
                quick: bool = False) -> list[VerifyResult]:
@@ -644,10 +721,11 @@ class KeyedCache:
     validate: Callable[[Path | None, dict], None]
 
     def __init__(self, workdir: str | os.PathLike | None = None, content_hash: bool = False,
-                 progress: bool = True):
+                 progress: bool = True, cache_max_bytes: int | str | None = None):
         self.store = CacheStore(cache_root(workdir))
         self.content_hash = content_hash
         self.progress = progress
+        self.max_bytes = budget.max_bytes(cache_max_bytes)
 
     def identity(self, source) -> dict:
         """The source's identity (:func:`source_identity`): a stat and a fingerprint read, no GDAL open."""
@@ -667,19 +745,52 @@ class KeyedCache:
         except CorruptCacheError:
             return False
 
-    def publish(self, source, build: Callable[[Path], dict],
+    def publish(self, source, build: Callable[[Path, Callable], dict],
                 identity: dict | None = None) -> tuple[Path, dict, bool]:
-        """``(data_path, sidecar, converted)`` of ``source``; ``build(data_path)`` converts it."""
+        """``(data_path, sidecar, converted)`` of ``source``; ``build(data_path, room)`` converts it.
+
+        ``build`` calls ``room(nbytes, on_disk=0)`` before it writes (and may
+        again before it publishes): with a budget, that refuses an entry larger
+        than the budget and evicts least-recently-used entries to make room
+        (``on_disk``: bytes of this entry already written, which the cache
+        already counts).
+        """
         record = self.record(source, identity)
         key = self.key(record)
         dest = self.store.path(key, self.name)
+        what = source.describe()
+
+        def room(nbytes: int, on_disk: int = 0) -> None:
+            budget.reserve(self.store, self.max_bytes, nbytes, key, what, on_disk)
 
         def convert() -> dict:
-            log_first_conversion(self.name, self.store.root, source.describe())
-            return build(dest)
+            log_first_conversion(self.name, self.store.root, what)
+            return build(dest, room)
 
-        sidecar, converted = self.store.ensure(key, record, self.validate, convert, source.describe())
+        sidecar, converted = self.store.ensure(key, record, self.validate, convert, what)
+        if converted and self.max_bytes is not None:
+            budget.evict(self.store, self.max_bytes, keep={key})  # others converting meanwhile
         return dest, sidecar, converted
+
+    def evicted(self, entry, err: Exception):
+        """``entry`` converted again when its cache file was evicted (deleted) after it was resolved; else raise ``err``.
+
+        A reader that had the file open keeps reading it; this is for one that
+        had not (or whose pool closed it): the same key, so the same file name.
+        """
+        source = entry.meta.get("image_source")
+        if source is None or entry.meta["sidecar"]["in_place"] or os.path.exists(entry.path):
+            raise err
+        again = self.ensure(source)
+        if again.path != entry.path:  # the source changed meanwhile: its record resolves again
+            raise err
+        return again
+
+    def touch(self, entry) -> None:
+        """Record a use of ``entry`` (its access stamp, at most once a minute): what a live sampler calls."""
+        sidecar = entry.meta.get("sidecar")
+        if sidecar is not None:
+            self.store.stamp(sidecar["key"])
 
 
 def versions() -> dict:

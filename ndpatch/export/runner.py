@@ -11,7 +11,8 @@ uninterrupted export of the current inputs. The folder's lock
 (:mod:`ndpatch.export.folder`) is taken before anything is read or removed and
 held for the whole run. Workers come from :func:`ndpatch.workers.process_pool`
 (forkserver; they exit when the leader dies) and are stopped at once on
-Ctrl-C or on the first error. Memory holds one block per worker plus the plan
+Ctrl-C or on the first error; or blocks are tasks on a Dask cluster
+(``client=``, :mod:`ndpatch.distributed`), re-run elsewhere when a worker dies. Memory holds one block per worker plus the plan
 (three integers per chip); ``chips.csv`` and ``data.kwcoco.json`` are streamed
 from the part files.
 
@@ -32,6 +33,7 @@ import io
 import json
 import os
 import time
+import uuid
 import warnings
 from concurrent.futures import as_completed
 from pathlib import Path
@@ -39,6 +41,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ndpatch.distributed import completed, connect
 from ndpatch.errors import DiskFullError, ExportError
 from ndpatch.export.base import publish
 from ndpatch.export.folder import ExportFolder
@@ -77,10 +80,18 @@ def _finished_blocks(job: Job) -> tuple[list[int], list[dict]]:
     return kept, redone
 
 
-def _run(job: Job, todo: list[int], workers: int, progress: bool) -> None:
+def _run(job: Job, todo: list[int], workers: int, progress: bool, client: Any = None) -> None:
     done = len(job.plan) - sum(len(job.chips_of(block)) for block in todo)
     with tqdm(total=len(job.plan), initial=done, unit="chip", disable=not progress,
               desc=f"export {job.spec.format}") as bar:
+        if client is not None and todo:
+            with connect(client) as dask_client:
+                for block, chips, error in completed(dask_client, _dask_block, todo, job.spec, uuid.uuid4().hex):
+                    if error is not None:  # the first failed block ends the export; the rest are cancelled
+                        raise _block_error(block, error)
+                    bar.update(chips)
+            job.folder.remove_temp_files(job.writer.rules)  # left by attempts whose worker died (Dask re-ran them)
+            return
         if workers <= 1 or len(todo) <= 1:
             for block in todo:
                 bar.update(job.write_block(block))
@@ -96,6 +107,26 @@ def _run(job: Job, todo: list[int], workers: int, progress: bool) -> None:
                     future.cancel()
                 stop_workers(pool)
                 raise
+
+
+_DASK_RUN: str | None = None
+
+
+def _dask_block(block: int, spec: JobSpec, run: str) -> int:
+    """A Dask task: write one block; the worker builds the run's job from ``spec`` once (``run`` names the run)."""
+    global _DASK_RUN
+    if _DASK_RUN != run:
+        init_worker(spec)
+        _DASK_RUN = run
+    return run_block(block)
+
+
+def _block_error(block: int, error: BaseException) -> BaseException:
+    """What a failed Dask task raises in the leader: the worker's error, or why its workers kept dying."""
+    if type(error).__name__ == "KilledWorker":
+        return ExportError(f"export block {block}: every Dask worker that ran it died (killed, out of memory); "
+                           "the finished blocks are kept: rerun with resume=True (--resume)")
+    return error
 
 
 def _write_index_files(job: Job, summary: dict, context: dict) -> None:
@@ -133,8 +164,8 @@ def export(dataset: Any, out_dir: str | os.PathLike, format: str = "chips", wind
            overlap: float = 0.0, targets: str = "grid", count: int | None = None, channels: Any = None,
            workers: int | None = 1, seed: int = 0, resume: bool = False, overwrite: bool = False,
            shard_size: int = 256, backend: Any = None, workdir: str | None = None,
-           progress: bool = True, strict: bool = False, *, stride=None, edge: str = "shift",
-           pad_direction="end", padding=None) -> dict:
+           progress: bool = True, strict: bool = False, client: Any = None, *, stride=None,
+           edge: str = "shift", pad_direction="end", padding=None) -> dict:
     """Export a dataset's windows as a fixed training set; returns the summary.
 
     ``dataset`` is a dataset path (cheapest for workers: each loads it), a
@@ -148,6 +179,10 @@ def export(dataset: Any, out_dir: str | os.PathLike, format: str = "chips", wind
     ``overlap`` (a fraction, or one per axis), ``stride``, ``edge``,
     ``pad_direction`` and ``padding`` place the windows of ``targets='grid'``
     (:class:`~ndpatch.sampling.geometry.GridRule`).
+    ``client`` writes the blocks on a Dask cluster instead of ``workers``
+    processes (a ``distributed.Client``, a scheduler address or ``'local:N'``;
+    the output and cache folders must be paths every worker sees); resumes
+    stay exact, since a block is done only when its part file is published.
     See docs/export.md for the formats, the folder layout and the CLI.
     """
     if format not in WRITERS:
@@ -190,10 +225,10 @@ def export(dataset: Any, out_dir: str | os.PathLike, format: str = "chips", wind
         job = Job(spec, sampler, plan)
         kept, redone = _finished_blocks(job) if resumed else ([], [])
         todo = sorted(set(range(job.blocks())) - set(kept))
-        _run(job, todo, workers, progress)
+        _run(job, todo, workers, progress, client)
         summary = {"format": format, "chips": len(plan), "blocks": job.blocks(), "resumed_blocks": len(kept),
                    "redone_blocks": redone, "skipped_annotations": [b.as_dict() for b in bad],
-                   "workers": workers}
+                   "workers": workers if client is None else "dask"}
         names = {"0": "background", **{str(c["id"]): c["name"] for c in categories}}
         context = {"categories": categories, "class_names": names, "channels": channels,
                    "keypoint_categories": sampler.dset.dataset.get("keypoint_categories", [])}

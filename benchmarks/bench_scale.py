@@ -1,0 +1,185 @@
+"""Scale-out: warmup on Dask against the local process pool, and reads from a loopback S3 server.
+
+1. Warmup of 16 images (striped DEFLATE GeoTIFFs → the COG cache, the
+   CPU-bound conversion) into a fresh cache each time: the local process pool
+   with 1 and with 2 workers, and a Dask ``LocalCluster`` of 2 worker processes
+   (``--dask local:2``), started once beforehand (its start-up is timed apart).
+   Targets (issue 20): Dask ≥ 0.9× the 2-worker pool, ≥ 1.6× one worker.
+2. Random 256×256 windows of a tiled COG in a loopback moto S3 server:
+   ``backend=None`` (GDAL range reads over HTTP) against the npy cache of the
+   same object (converted once, then local); the bytes GDAL fetched per
+   window (its network statistics) against the object's size.
+
+Each figure is the median of ``--repeats`` runs (min–max beside it), all in
+one run, so the ratios compare like with like. Needs the dask extra and moto.
+
+Run: .venv/bin/python benchmarks/bench_scale.py [--repeats 3] [--size 1024] [--windows 200]
+Writes benchmarks/results/bench_scale.{md,json}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import kwcoco
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+os.environ["CPL_VSIL_NETWORK_STATS_ENABLED"] = "YES"  # read by GDAL when it starts counting
+
+from loopback import S3Server  # noqa: E402  (tests/loopback.py: the servers the tests use)
+from osgeo import gdal  # noqa: E402
+from report import save_results  # noqa: E402
+
+from ndpatch import gdalio  # noqa: E402
+from ndpatch.cache.budget import human_bytes  # noqa: E402
+from ndpatch.demo import random_pixels, write_raster  # noqa: E402
+from ndpatch.sampler import CocoSampler  # noqa: E402
+from ndpatch.warmup import warmup  # noqa: E402
+
+N_IMAGES = 16
+BUCKET = "bench-scale"
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def fmt(stat: dict, unit: str = "") -> str:
+    return f"{stat['median']:.2f}{unit} ({stat['min']:.2f}–{stat['max']:.2f})"
+
+
+def make_images(root: Path, size: int) -> kwcoco.CocoDataset:
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    dset = kwcoco.CocoDataset()
+    dset.fpath = str(root / "data.kwcoco.json")
+    gradient = np.linspace(0, 200, size)[None, :, None]
+    for i in range(N_IMAGES):
+        pixels = (rng.integers(0, 50, (size, size, 3)) + gradient).astype(np.uint8)
+        write_raster(root / f"images/{i:02d}.tif", pixels, options=["COMPRESS=DEFLATE"])
+        dset.add_image(file_name=f"images/{i:02d}.tif", width=size, height=size)
+    dset.dump(dset.fpath)
+    return dset
+
+
+def timed_warmup(dset_path: str, tmp: Path, **kwargs) -> float:
+    workdir = tempfile.mkdtemp(dir=tmp)
+    started = time.perf_counter()
+    summary = warmup(dset_path, backend="cog", workdir=workdir, progress=False, **kwargs)
+    elapsed = time.perf_counter() - started
+    assert summary.converted == N_IMAGES and not summary.failed, summary
+    return N_IMAGES / elapsed
+
+
+def bench_warmup(tmp: Path, size: int, repeats: int) -> dict:
+    import distributed
+    dset = make_images(tmp / "data", size)
+    started = time.perf_counter()
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        cluster_start = time.perf_counter() - started
+        rates = {"pool_1": [], "pool_2": [], "dask_2": [], "dask_2_cli": []}
+        for _ in range(repeats):  # interleaved, so that machine noise hits each alike
+            rates["pool_1"].append(timed_warmup(dset.fpath, tmp, workers=1))
+            rates["pool_2"].append(timed_warmup(dset.fpath, tmp, workers=2))
+            rates["dask_2"].append(timed_warmup(dset.fpath, tmp, client=client))
+            rates["dask_2_cli"].append(timed_warmup(dset.fpath, tmp, client="local:2"))  # cluster start included
+    stats = {name: spread(values) for name, values in rates.items()}
+    return {"images": N_IMAGES, "size": size, "images_per_s": stats, "cluster_start_s": cluster_start,
+            "dask_vs_pool_2": stats["dask_2"]["median"] / stats["pool_2"]["median"],
+            "dask_vs_pool_1": stats["dask_2"]["median"] / stats["pool_1"]["median"]}
+
+
+def network_bytes() -> int:
+    stats = json.loads(gdal.NetworkStatsGetAsSerializedJSON() or "{}")
+    return sum(method.get("downloaded_bytes", 0) for method in stats.get("methods", {}).values())
+
+
+def read_windows(sampler: CocoSampler, size: int, n: int, seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    corners = rng.integers(0, size - 256, (n, 2))
+    started = time.perf_counter()
+    for row, col in corners:
+        sampler.load_sample({"gid": 1, "space_slice": (slice(row, row + 256), slice(col, col + 256))},
+                            with_annots=False)
+    return n / (time.perf_counter() - started)
+
+
+def bench_s3(tmp: Path, size: int, windows: int, repeats: int) -> dict:
+    local = write_raster(tmp / "scene.tif", random_pixels((size, size, 3), "uint8", np.random.default_rng(1)),
+                         driver="COG", options=["BLOCKSIZE=256", "COMPRESS=DEFLATE"])
+    with S3Server() as s3:
+        os.environ.update(s3.gdal_env())
+        s3.client().create_bucket(Bucket=BUCKET)
+        s3.client().upload_file(local, BUCKET, "scene.tif")
+        dset = kwcoco.CocoDataset()
+        dset.add_image(file_name=f"s3://{BUCKET}/scene.tif", width=size, height=size)
+        rates = {"direct": [], "npy_cache": []}
+        fetched = []
+        for k in range(repeats):  # each repeat cold: no cached bytes, no open handle (its block cache)
+            gdal.VSICurlClearCache()
+            gdalio.POOL.forget(f"/vsis3/{BUCKET}/scene.tif")
+            gdal.NetworkStatsReset()
+            rates["direct"].append(read_windows(CocoSampler(dset), size, windows, seed=k))
+            fetched.append(network_bytes() / windows)
+            cached = CocoSampler(dset, backend="npy", workdir=str(tmp / "cache"))
+            cached.entry(1)  # converted once (the first repeat), then found
+            rates["npy_cache"].append(read_windows(cached, size, windows, seed=k))
+    stats = {name: spread(values) for name, values in rates.items()}
+    object_bytes = os.path.getsize(local)
+    return {"windows": windows, "size": size, "object_bytes": object_bytes, "windows_per_s": stats,
+            "cache_vs_direct": stats["npy_cache"]["median"] / stats["direct"]["median"],
+            "bytes_per_window": spread(fetched),
+            "fraction_of_object_per_window": statistics.median(fetched) / object_bytes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--size", type=int, default=1024, help="side of each warmup image")
+    parser.add_argument("--s3-size", type=int, default=4096, help="side of the COG in the S3 server")
+    parser.add_argument("--windows", type=int, default=200)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        scale = bench_warmup(tmp / "warmup", args.size, args.repeats)
+        s3 = bench_s3(Path(tempfile.mkdtemp(dir=tmp)), args.s3_size, args.windows, args.repeats)
+    w, r = scale["images_per_s"], s3["windows_per_s"]
+    markdown = "\n".join([
+        "# bench_scale", "",
+        f"Warmup of {N_IMAGES} {args.size}×{args.size}×3 DEFLATE GeoTIFFs into the COG cache "
+        f"(images/s, median of {args.repeats}, min–max):", "",
+        "| how | images/s | vs pool, 1 worker | vs pool, 2 workers |", "|---|---|---|---|",
+        f"| pool, 1 worker | {fmt(w['pool_1'])} | 1.00× | |",
+        f"| pool, 2 workers | {fmt(w['pool_2'])} | {w['pool_2']['median'] / w['pool_1']['median']:.2f}× | 1.00× |",
+        f"| Dask LocalCluster, 2 workers (running) | {fmt(w['dask_2'])} | {scale['dask_vs_pool_1']:.2f}× "
+        f"| {scale['dask_vs_pool_2']:.2f}× |",
+        f"| `--dask local:2` (cluster started and stopped by the run) | {fmt(w['dask_2_cli'])} "
+        f"| {w['dask_2_cli']['median'] / w['pool_1']['median']:.2f}× "
+        f"| {w['dask_2_cli']['median'] / w['pool_2']['median']:.2f}× |", "",
+        f"Starting a LocalCluster of 2 workers took {scale['cluster_start_s']:.1f} s. The local pool starts its "
+        "worker processes for each run (they import ndpatch and GDAL); Dask's running workers are warm.", "",
+        f"{args.windows} random 256×256 windows of a {args.s3_size}×{args.s3_size}×3 COG (256-pixel DEFLATE tiles, "
+        f"{s3['object_bytes'] / 2**20:.1f} MB) in a loopback S3 server (windows/s):", "",
+        "| backend | windows/s | vs direct |", "|---|---|---|",
+        f"| None (range reads over HTTP) | {fmt(r['direct'])} | 1.00× |",
+        f"| npy cache | {fmt(r['npy_cache'])} | {s3['cache_vs_direct']:.1f}× |", "",
+        f"GDAL fetched {human_bytes(s3['bytes_per_window']['median'])} per window with backend=None "
+        f"({human_bytes(s3['bytes_per_window']['min'])}–{human_bytes(s3['bytes_per_window']['max'])}; a window "
+        f"is {human_bytes(256 * 256 * 3)} of pixels, about four 256-pixel tiles): "
+        f"{100 * s3['fraction_of_object_per_window']:.2f}% of the object. The npy cache read the object once.",
+    ])
+    print(markdown)
+    save_results("bench_scale", markdown, {"warmup": scale, "s3": s3})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Work spread over a Dask cluster (``dask.distributed``): warmup conversions and export blocks as tasks.
+
+ndpatch brings no cluster code of its own: a task is a plain function of
+picklable arguments (a source, the backend settings, the cache folder; an
+export's job spec and a block number), submitted to the cluster's scheduler,
+which places it on a worker, and re-runs it elsewhere when its worker dies
+(up to ``distributed.scheduler.allowed-failures`` times, then the task fails
+with ``KilledWorker``). Everything a task writes goes through the cache's and
+the export's atomic publishing and per-entry locks, so a killed task leaves
+nothing that is served and concurrent workers convert each image once. The
+cache folder and the export folder must be paths every worker sees (a shared
+filesystem); sources are local paths that every worker sees too, or URIs.
+
+:func:`connect` gives a client for ``'local:N'`` (a ``LocalCluster`` of N
+worker processes on this machine, closed afterwards), a scheduler address
+(``tcp://host:8786``), or a ``distributed.Client`` the caller made (used as
+is, left open). :func:`completed` yields each task's outcome as it finishes,
+whatever order they end in.
+
+Example:
+    >>> parse_local("local:2"), parse_local("tcp://10.0.0.5:8786")
+    (2, None)
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from ndpatch.errors import NdpatchError
+
+_LOCAL = re.compile(r"local:(?P<workers>\d+)")
+
+
+def parse_local(address: str) -> int | None:
+    """The worker count of a ``'local:N'`` address, None for a scheduler address; bad text raises NdpatchError."""
+    match = _LOCAL.fullmatch(address.strip())
+    if match is None:
+        if address.strip().startswith("local"):
+            raise NdpatchError(f"--dask {address!r}: a local cluster is 'local:N' with N worker processes, e.g. local:4")
+        return None
+    workers = int(match.group("workers"))
+    if workers < 1:
+        raise NdpatchError(f"--dask {address!r}: a local cluster needs at least one worker process")
+    return workers
+
+
+@contextlib.contextmanager
+def connect(target: Any) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``target``: ``'local:N'``, a scheduler address, or a client (kept open).
+
+    A local cluster runs N single-threaded worker processes (GDAL handles are
+    per thread, and conversions get their parallelism from processes), binds
+    to 127.0.0.1 and has no dashboard; it is closed when the block ends.
+    """
+    try:
+        import distributed
+    except ImportError as err:
+        raise NdpatchError("--dask needs dask.distributed: pip install 'ndpatch[dask]'") from err
+    if isinstance(target, distributed.Client):
+        yield target
+        return
+    workers = parse_local(str(target))
+    with contextlib.ExitStack() as stack:
+        if workers is not None:
+            cluster = stack.enter_context(distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR))
+            client = stack.enter_context(distributed.Client(cluster))
+        else:
+            try:
+                client = stack.enter_context(distributed.Client(str(target), timeout="30s"))
+            except OSError as err:
+                raise NdpatchError(f"--dask {target}: no Dask scheduler answers there: {err}") from err
+        yield client
+
+
+def completed(client, function: Callable, items: Iterable, *args) -> Iterator[tuple[Any, Any, BaseException | None]]:
+    """Run ``function(item, *args)`` on the cluster for each item; yield ``(item, result, error)`` as each ends.
+
+    ``error`` is the exception a task raised (or ``KilledWorker`` once the
+    scheduler gave up re-running it after worker deaths), ``result`` None then.
+    Closing the generator early (an error the caller will not go past, Ctrl-C)
+    cancels the tasks not yet done. Large ``args`` are sent to each worker once
+    (``client.scatter``), not with every task.
+    """
+    import distributed
+
+    shared = [arg if _cheap(arg) else client.scatter([arg], broadcast=True, hash=False)[0] for arg in args]
+    futures = {client.submit(function, item, *shared, pure=False): item for item in items}
+    try:
+        for future in distributed.as_completed(futures):
+            error = future.exception() if future.status == "error" else None
+            yield futures[future], None if error is not None else future.result(), error
+    finally:
+        client.cancel([future for future in futures if not future.done()])
+
+
+def _cheap(value: Any) -> bool:
+    """Whether a task argument is small enough to send with each task (no scatter)."""
+    return value is None or isinstance(value, (bool, int, float, str, bytes))
