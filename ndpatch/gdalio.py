@@ -370,7 +370,11 @@ def vrt_references(ds: gdal.Dataset, path: str) -> list[str]:
         >>> vrt_references(gdal.Open(xml), "/data/a.vrt")
         ['/data/b.tif']
     """
-    text = "".join(ds.GetMetadata("xml:VRT") or [])
+    return vrt_references_in("".join(ds.GetMetadata("xml:VRT") or []), path)
+
+
+def vrt_references_in(text: str, path: str) -> list[str]:
+    """The files a VRT's XML ``text`` names, relative names resolved beside ``path``."""
     try:
         root = ElementTree.fromstring(text)
     except ElementTree.ParseError as err:

@@ -60,3 +60,31 @@ def refuse_special_sidecars(path: str, what: str) -> None:
         if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
             raise SourceReadError(f"{what}: {name}, a file GDAL reads beside the image, is a pipe or "
                                   "device (it would hang any reader); ndpatch refuses the source")
+
+
+def sidecar_states(path: str, what: str) -> dict[str, list[int]]:
+    """``[size, mtime_ns, inode, ctime_ns]`` of each sidecar present beside local ``path``.
+
+    Keyed by the suffix after ``path`` (``".msk"``) or by the file name
+    (``"scene.tfw"``); a cache key that includes this changes when a sidecar
+    GDAL reads (overviews, masks, world files, ``.aux.xml``) is added, edited or removed.
+
+    Example:
+        >>> import tempfile
+        >>> tmp = tempfile.mkdtemp()
+        >>> _ = open(f"{tmp}/a.tif.msk", "w").write("m"); _ = open(f"{tmp}/a.tfw", "w").write("w")
+        >>> sorted(sidecar_states(f"{tmp}/a.tif", "image 1"))
+        ['.msk', 'a.tfw']
+    """
+    states = {}
+    for name in sidecar_candidates(path):
+        try:
+            found = os.stat(name)
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise SourceReadError(f"{what}: cannot stat {name}: {err}") from err
+        if stat.S_ISREG(found.st_mode):
+            label = name[len(path):] if name.startswith(path) else os.path.basename(name)
+            states[label] = [found.st_size, found.st_mtime_ns, found.st_ino, found.st_ctime_ns]
+    return states

@@ -518,3 +518,39 @@ for i, name in enumerate(names):
         for line in lines[3 * i:3 * i + 3]:
             assert line.startswith("SourceReadError") and f"/{i}/{name}, a file GDAL reads beside" in line
             assert "pipe or device" in line
+
+
+@pytest.mark.parametrize("backend", ["npy", "cog"])
+def test_a_cached_vrt_is_converted_again_when_a_file_it_references_changes(hostile, backend, tmp_path):
+    dset, inside, _ = hostile
+    referenced = os.path.join(dset.bundle_dpath, "sub", "inside.tif")
+    source = ImageSource(1, os.path.join(dset.bundle_dpath, "inside.png"), bundle_dpath=dset.bundle_dpath)
+    options = {"workdir": str(tmp_path / "cache"), "allow_vrt": True}
+    before = make_backend(backend, **options).ensure(source)
+    stat = os.stat(referenced)
+    fresh = write_raster(tmp_path / "fresh.tif", _random((8, 8), seed=99))
+    assert os.path.getsize(fresh) == stat.st_size
+    with open(referenced, "r+b") as handle:   # same inode, same size, mtime put back: as cp -p leaves it
+        handle.write(open(fresh, "rb").read())
+    os.utime(referenced, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    reader = make_backend(backend, **options)
+    after = reader.ensure(source)
+    assert after.path != before.path
+    np.testing.assert_array_equal(read_window(reader, after, slice(0, 8), slice(0, 8), None, None)[..., 0],
+                                  gdal.Open(str(fresh)).ReadAsArray())
+
+
+@pytest.mark.parametrize("sidecar", ["a.tfw", "a.tif.aux.xml", "a.tif.ovr"])
+def test_a_sidecar_added_beside_a_cached_source_gives_a_new_entry(tmp_path, sidecar):
+    path = write_raster(tmp_path / "a.tif", _random((8, 8), seed=3))
+    before = make_backend("npy", workdir=str(tmp_path / "cache")).ensure(ImageSource(1, str(path)))
+    if sidecar == "a.tfw":
+        (tmp_path / sidecar).write_text("2\n0\n0\n-2\n100\n200\n")
+    elif sidecar.endswith(".ovr"):
+        gdal.Open(str(path)).BuildOverviews("NEAREST", [2])
+    else:
+        (tmp_path / sidecar).write_text("<PAMDataset><Metadata><MDI key='a'>b</MDI></Metadata></PAMDataset>")
+    after = make_backend("npy", workdir=str(tmp_path / "cache")).ensure(ImageSource(1, str(path)))
+    assert after.path != before.path
+    if sidecar == "a.tfw":
+        assert after.geotransform == (99.0, 2.0, 0.0, 201.0, 0.0, -2.0)

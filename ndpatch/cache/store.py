@@ -49,6 +49,7 @@ from ndpatch import gdalio, remote
 from ndpatch.cache import budget
 from ndpatch.cache.budget import human_bytes
 from ndpatch.errors import CacheConversionError, CorruptCacheError, DiskFullError, NdpatchError, SourceReadError
+from ndpatch.sidecars import sidecar_states
 
 #: Bumped when the layout of cache files or sidecars changes (part of every key).
 CACHE_FORMAT = 3
@@ -66,7 +67,6 @@ FINGERPRINT_EDGE = 64 << 10
 FINGERPRINT_BLOCK = 4 << 10
 FINGERPRINT_BLOCKS = 8
 #: Files beside a source that change what GDAL reads from it (a mask, PAM metadata such as nodata).
-COMPANIONS = (".msk", ".aux.xml")
 #: A write that fails with less free space than this left is reported as a full disk
 #: (GDAL's write errors carry no errno).
 DISK_FULL_MARGIN = 8 << 20
@@ -149,13 +149,15 @@ def _read_spans(path: str, spans: list[tuple[int, int]]) -> Iterator[tuple[int, 
         os.close(fd)
 
 
-def source_identity(path: str, content_hash: bool = False, what: str | None = None) -> dict:
+def source_identity(path: str, content_hash: bool = False, what: str | None = None, *,
+                    vrt: bool = False, depth: int = 0) -> dict:
     """What identifies a source's bytes: where it is, its stat, a fingerprint (and a sha256).
 
     Local files: resolved path, size, mtime_ns, inode and ctime_ns (a copy
     with ``cp -p`` keeps size and mtime, never inode and ctime), the
-    :func:`content_fingerprint`, and the stat of companion files that change
-    what GDAL reads (``.msk``, ``.aux.xml``). Objects in storage and on web
+    :func:`content_fingerprint`, the stat of the sidecars GDAL reads beside it
+    (:func:`ndpatch.sidecars.sidecar_states`) and, with ``vrt`` (backends that
+    read VRTs), the identity of every file a VRT references. Objects in storage and on web
     servers (``s3://``, ``/vsicurl/``, ...): their URI (credentials and query
     values left out), size and version (ETag, else Last-Modified; else GDAL's
     mtime and a fingerprint), from one request (:func:`ndpatch.remote.stat`).
@@ -187,21 +189,34 @@ def source_identity(path: str, content_hash: bool = False, what: str | None = No
         resolved = os.path.realpath(path)
         _, inode, size, mtime_ns, ctime_ns = gdalio.file_identity(resolved, what)
         ident = {"path": resolved, "size": size, "mtime_ns": mtime_ns, "inode": inode, "ctime_ns": ctime_ns}
-        companions = {}
-        for suffix in COMPANIONS:
-            try:
-                stat = os.stat(resolved + suffix)
-            except FileNotFoundError:
-                continue
-            except OSError as err:
-                raise SourceReadError(f"{what}: cannot stat {resolved + suffix}: {err}") from err
-            companions[suffix] = [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns]
+        companions = sidecar_states(resolved, what)
         if companions:
             ident["companions"] = companions
+        references = vrt_reference_identities(resolved, what, content_hash, depth) if vrt else {}
+        if references:
+            ident["vrt_references"] = references
     ident["fingerprint"] = content_fingerprint(path, ident["size"], what)
     if content_hash:
         ident["sha256"] = content_sha256(path)
     return ident
+
+
+def vrt_reference_identities(path: str, what: str, content_hash: bool, depth: int) -> dict:
+    """The :func:`source_identity` of each file a VRT at ``path`` references; ``{}`` for other files.
+
+    A VRT's pixels come from the files it names, so they belong in its cache key
+    (one small read tells a VRT from other files). References that are not
+    files (``MEM:::``, a missing file) are left to the open, which refuses them.
+    """
+    with open(path, "rb") as handle:
+        if not handle.read(64).lstrip().lower().startswith(b"<vrtdataset"):
+            return {}
+    if depth >= gdalio.MAX_VRT_DEPTH:
+        raise SourceReadError(f"{what}: VRTs nest deeper than {gdalio.MAX_VRT_DEPTH} levels at {path}")
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        references = gdalio.vrt_references_in(handle.read(), path)
+    return {reference: source_identity(reference, content_hash, what, vrt=True, depth=depth + 1)
+            for reference in references if reference.startswith("/vsi") or os.path.isfile(reference)}
 
 
 def content_sha256(path: str) -> str:
@@ -680,7 +695,8 @@ class CacheStore:
                     return VerifyResult(key, "corrupt", f"{path.name} fails its checksum "
                                                         "(its bytes changed since it was written)", source), sidecar
         try:
-            current = source_identity(source, "sha256" in sidecar["source"])
+            current = source_identity(source, "sha256" in sidecar["source"],
+                                      vrt=bool(sidecar.get("settings", {}).get("allow_vrt")))
         except SourceReadError:
             return VerifyResult(key, "stale", "the source no longer exists", source), None
         if current != sidecar["source"]:
@@ -729,7 +745,8 @@ class KeyedCache:
 
     def identity(self, source) -> dict:
         """The source's identity (:func:`source_identity`): a stat and a fingerprint read, no GDAL open."""
-        return source_identity(source.path, self.content_hash, source.describe())
+        return source_identity(source.path, self.content_hash, source.describe(),
+                               vrt=bool(self.settings.get("allow_vrt")))
 
     def record(self, source, identity: dict | None = None) -> dict:
         """What identifies a source's entry: source identity and settings (hashed into its key)."""
