@@ -102,6 +102,9 @@ class Backend(Protocol):
         ``out`` has the entry's dtype, or one :func:`~ndpatch.cache.casting.reads_exactly` allows.
         """
 
+    # Optional: ``array(entry)`` returns the entry's H×W×C pixels as an in-memory (mapped) array,
+    # or None; batches then copy windows out of it directly (ndpatch.batch).
+
     def read_mask_into(self, entry: CacheEntry, rows: slice, cols: slice, out: np.ndarray) -> None:
         """Copy GDAL's mask band values (uint8, 0 = invalid) of an in-bounds rectangle into ``out``.
 

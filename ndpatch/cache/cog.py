@@ -81,7 +81,7 @@ def cog_options(settings: dict, dtype: np.dtype, bands: int) -> list[str]:
     options = [f"BLOCKSIZE={settings['blocksize']}", f"COMPRESS={compress}",
                f"OVERVIEWS={'AUTO' if settings['overviews'] else 'NONE'}",
                f"NUM_THREADS={settings['threads']}", "BIGTIFF=IF_SAFER"]
-    if compress in PREDICTOR_CODECS:
+    if compress in PREDICTOR_CODECS and settings.get("predictor", True):
         options.append("PREDICTOR=YES")
     if settings.get("level") is not None:
         options.append(f"LEVEL={settings['level']}")
@@ -199,13 +199,14 @@ class CogBackend(KeyedCache):
                  compress: str | None = None, level: int | None = None, quality: int = 90,
                  overviews: bool = True, in_place: bool = True, threads: int | str = 1,
                  content_hash: bool = False, progress: bool = True, allow_vrt: bool = False,
-                 cache_max_bytes: int | str | None = None):
+                 cache_max_bytes: int | str | None = None, predictor: bool = True):
         if int(blocksize) < 128 or int(blocksize) % 16:
             raise NdpatchError(f"COG blocksize must be a multiple of 16 and >= 128, not {blocksize}")
         super().__init__(workdir, content_hash, progress, cache_max_bytes)
         self.settings = {"blocksize": int(blocksize), "compress": (compress or default_compress()).upper(),
                          "level": level, "quality": int(quality), "overviews": bool(overviews),
-                         "in_place": bool(in_place), **({"allow_vrt": True} if allow_vrt else {})}
+                         "in_place": bool(in_place), **({"allow_vrt": True} if allow_vrt else {}),
+                         **({} if predictor else {"predictor": False})}
         self.threads = threads
         self.allow_vrt = bool(allow_vrt)
         self._direct = DirectBackend(allow_vrt)
@@ -301,6 +302,10 @@ class AutoBackend:
 
     def gdal_dataset(self, entry: CacheEntry) -> gdal.Dataset | None:
         return self.cog.gdal_dataset(entry) if entry.kind == "cog" else None
+
+    def array(self, entry: CacheEntry) -> np.ndarray | None:
+        """An npy entry's memory-mapped pixels (None for a COG entry, which GDAL decodes)."""
+        return self.npy.array(entry) if entry.kind == "npy" else None
 
     def read_into(self, entry: CacheEntry, rows: slice, cols: slice,
                   bands: list[int] | None, out: np.ndarray) -> None:

@@ -313,6 +313,10 @@ class NpyBackend(KeyedCache):
             MEMMAPS.forget(str(mask_path(dest)))
         return entry_from_sidecar(source, str(dest), sidecar, converted)
 
+    def array(self, entry: CacheEntry) -> np.ndarray:
+        """The entry's H×W×C pixels, memory-mapped (read-only): what batches copy windows from."""
+        return MEMMAPS.get(entry)
+
     def read_into(self, entry: CacheEntry, rows: slice, cols: slice,
                   bands: list[int] | None, out: np.ndarray) -> None:
         try:
