@@ -83,20 +83,15 @@ class ImageAnnots:
             keep &= visible >= visible_thresh
         return np.flatnonzero(keep)
 
-    def select_windows(self, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray,
-                       y1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(window, annotation)`` index pairs: boxes intersecting each window ``[x0, x1) × [y0, y1)``.
+    @property
+    def edges(self) -> np.ndarray:
+        """(4, N) float64: each box's ``x0, -reach_x, y0, -reach_y``, the four numbers of the window test.
 
-        One array test for many windows (the arguments are arrays, one value
-        per window); the pairs are ordered by window, then annotation, so a
-        window's annotations are exactly :meth:`select`'s (without a threshold).
+        A box touches the window ``[x0, x1) × [y0, y1)`` when all of
+        ``edges < (x1, -x0, y1, -y0)`` hold (see :meth:`select`); a batch tests
+        many windows against these at once (:func:`ndpatch.batch.select_annots`).
         """
-        lower_edges = self._bounds()[4]
-        hits = lower_edges[0] < np.asarray(x1, dtype=np.float64)[:, None]
-        hits &= lower_edges[1] < -np.asarray(x0, dtype=np.float64)[:, None]
-        hits &= lower_edges[2] < np.asarray(y1, dtype=np.float64)[:, None]
-        hits &= lower_edges[3] < -np.asarray(y0, dtype=np.float64)[:, None]
-        return np.nonzero(hits)
+        return self._bounds()[4]
 
     def _bounds(self) -> tuple[np.ndarray, ...]:
         """Box edges ``x0, y0, x1, y1``, and ``(x0, -reach_x, y0, -reach_y)`` stacked for the window test.

@@ -221,7 +221,7 @@ def at_target(err: NdpatchError, index: int, target: Any) -> NdpatchError:
 class _Group:
     """Rows of one image and one read option: where they are in the batch and how they read."""
 
-    rows: np.ndarray          # batch positions, ordered by first row read
+    rows: list[int]           # batch positions, in batch order
     record: Any
     options: ReadOptions
     resampled: bool
@@ -229,23 +229,20 @@ class _Group:
 
 def _groups(records, table: WindowTable, named: Sequence) -> list[_Group]:
     """The batch's rows grouped by image and read option (one record lookup per image)."""
-    data = table.data
-    gids, first, inverse = np.unique(data[:, GID], return_index=True, return_inverse=True)
-    keys = inverse * len(table.options) + data[:, OPTION]
-    order = np.lexsort((data[:, ROW], keys))
-    starts = np.flatnonzero(np.r_[True, keys[order][1:] != keys[order][:-1]])
+    members: dict[tuple[int, int], list[int]] = {}
+    for i, key in enumerate(zip(table.data[:, GID].tolist(), table.data[:, OPTION].tolist())):
+        members.setdefault(key, []).append(i)
     held = {}
     groups = []
-    for start, stop in zip(starts.tolist(), np.r_[starts[1:], len(order)].tolist()):
-        rows = order[start:stop]
-        k = int(inverse[rows[0]])
-        if k not in held:
+    for (gid, option), rows in members.items():
+        record = held.get(gid)
+        if record is None:
             try:
-                held[k] = records.get(int(gids[k]))
+                record = held[gid] = records.get(gid)
             except NdpatchError as err:
-                raise at_target(err, int(first[k]), named[int(first[k])]) from err
-        opts = table.options[int(data[rows[0], OPTION])]
-        groups.append(_Group(rows, held[k], opts, opts.scale != 1 or held[k].multi))
+                raise at_target(err, rows[0], named[rows[0]]) from err
+        opts = table.options[option]
+        groups.append(_Group(rows, record, opts, opts.scale != 1 or record.multi))
     return groups
 
 
@@ -262,25 +259,26 @@ def read_batch(records, backend, table: WindowTable, out: np.ndarray | None = No
     if len(table) == 0:
         raise TargetError("load_batch needs at least one target")
     named = table if named is None else named
-    groups = _groups(records, table, named)
     data = table.data
+    groups = _groups(records, table, named)
     resampled: dict[int, np.ndarray] = {}
-    layouts: dict[int, tuple] = {}   # group index -> (bands, dtype) of its rows (resampled: per row)
-    for g, group in enumerate(groups):
+    layouts: list[tuple | None] = []   # per group: (n_bands, dtype, bands); None when resampled
+    for group in groups:
         if group.resampled:
-            for i in group.rows.tolist():
+            layouts.append(None)
+            for i in group.rows:
                 try:
                     resampled[i] = resample(table[i])
                 except NdpatchError as err:
                     raise at_target(err, i, named[i]) from err
-        else:
-            entry = group.record.entry
-            try:
-                bands = group.record.bands(group.options.channels)
-            except NdpatchError as err:
-                raise at_target(err, int(group.rows[0]), named[int(group.rows[0])]) from err
-            dtype = entry.dtype if group.options.dtype is None else group.options.dtype
-            layouts[g] = (entry.bands if bands is None else len(bands), dtype, bands)
+            continue
+        entry = group.record.entry
+        try:
+            bands = group.record.bands(group.options.channels)
+        except NdpatchError as err:
+            raise at_target(err, group.rows[0], named[group.rows[0]]) from err
+        dtype = entry.dtype if group.options.dtype is None else group.options.dtype
+        layouts.append((entry.bands if bands is None else len(bands), dtype, bands))
     shape, dtype = _batch_layout(groups, layouts, resampled, data, named)
     if out is None:
         out = np.empty(shape, dtype=dtype)
@@ -289,23 +287,24 @@ def read_batch(records, backend, table: WindowTable, out: np.ndarray | None = No
                           f"the batch needs {shape} {dtype}")
     for i, im in resampled.items():
         out[i] = im
+    spans, padded = _spans(groups, data)
     windowed, decoded = [], False
-    for g, group in enumerate(groups):
-        if group.resampled:
+    for group, layout in zip(groups, layouts):
+        if layout is None:
             continue
-        n_bands, dtype, bands = layouts[g]
+        _, dtype, bands = layout
         entry = group.record.entry
-        array = _memory_array(backend, entry)
         fill = group.options.fill
         try:
             exact = dtype == entry.dtype or reads_exactly(entry.dtype, served_dtype(dtype))
         except NdpatchError as err:
-            raise at_target(err, int(group.rows[0]), named[int(group.rows[0])]) from err
-        if array is None or not exact or (fill is not None and math.isnan(fill) and entry.nodata is not None):
-            windowed += [(i, entry, bands, group.options) for i in group.rows.tolist()]
+            raise at_target(err, group.rows[0], named[group.rows[0]]) from err
+        array = _memory_array(backend, entry) if exact else None
+        if array is None or (fill is not None and math.isnan(fill) and entry.nodata is not None):
+            windowed += [(i, entry, bands, group.options) for i in group.rows]
             decoded = decoded or entry.kind != "npy"
             continue
-        _copy_group(out, array, entry, group, bands, data, named, dtype)
+        _copy_group(out, array, entry, group, bands, spans, padded, named, dtype)
     if windowed:
         def read(chunk) -> None:
             for i, entry, bands, opts in chunk:
@@ -319,29 +318,28 @@ def read_batch(records, backend, table: WindowTable, out: np.ndarray | None = No
     return out
 
 
-def _batch_layout(groups, layouts, resampled, data, named) -> tuple[tuple[int, ...], np.dtype]:
+def _batch_layout(groups: list[_Group], layouts: list, resampled: dict, data: np.ndarray,
+                  named: Sequence) -> tuple[tuple[int, ...], np.dtype]:
     """The batch's (B, H, W, C) and dtype: the first row's; TargetError naming the first row that differs."""
-    def layout_of(g: int, i: int) -> tuple:
-        if groups[g].resampled:
+    def layout_of(i: int) -> tuple:
+        if i in resampled:
             return (*resampled[i].shape, resampled[i].dtype)
-        return (int(data[i, HEIGHT]), int(data[i, WIDTH]), *layouts[g][:2])
+        k = next(k for k, group in enumerate(groups) if i in group.rows)
+        return (int(data[i, HEIGHT]), int(data[i, WIDTH]), *layouts[k][:2])
 
-    first = next(layout_of(g, 0) for g, group in enumerate(groups) if 0 in group.rows)
-    odd = []
-    for g, group in enumerate(groups):
-        if group.resampled:
-            odd += [i for i in group.rows.tolist() if layout_of(g, i) != first]
-        elif layouts[g][:2] != first[2:]:
-            odd.append(int(group.rows.min()))
-        else:
-            sizes = (data[group.rows, HEIGHT] != first[0]) | (data[group.rows, WIDTH] != first[1])
-            if sizes.any():
-                odd.append(int(group.rows[sizes].min()))
+    first = layout_of(0)
+    odd = [group.rows[0] for group, layout in zip(groups, layouts) if layout is not None and layout[:2] != first[2:]]
+    sizes = (data[:, HEIGHT] != first[0]) | (data[:, WIDTH] != first[1])
+    if resampled:
+        odd += [i for i in resampled if layout_of(i) != first]
+        sizes[list(resampled)] = False
+    if sizes.any():
+        odd.append(int(np.argmax(sizes)))
     if odd:
         i = min(odd)
-        g = next(g for g, group in enumerate(groups) if i in group.rows)
-        layout = layout_of(g, i)
-        raise at_target(TargetError(f"{groups[g].record.describe()}: its window is {layout[:3]} {layout[3]} but "
+        record = next(group.record for group in groups if i in group.rows)
+        layout = layout_of(i)
+        raise at_target(TargetError(f"{record.describe()}: its window is {layout[:3]} {layout[3]} but "
                                     f"the batch's first is {first[:3]} {first[3]}; a batch needs one shape "
                                     "and dtype"), i, named[i])
     return (len(data), *first[:3]), np.dtype(first[3])
@@ -353,30 +351,42 @@ def _memory_array(backend, entry) -> np.ndarray | None:
     return None if array_of is None else array_of(entry)
 
 
-def _copy_group(out: np.ndarray, array: np.ndarray, entry, group: _Group, bands, data: np.ndarray,
-                named: Sequence, dtype) -> None:
-    """Fill the padded windows of one group at once, then copy each in-image rectangle."""
-    rows = group.rows
-    row, col = data[rows, ROW], data[rows, COL]
-    height, width = data[rows, HEIGHT], data[rows, WIDTH]
-    r0, c0 = np.clip(row, 0, entry.height), np.clip(col, 0, entry.width)
-    r1, c1 = np.clip(row + height, r0, entry.height), np.clip(col + width, c0, entry.width)
-    padded = (r1 - r0 < height) | (c1 - c0 < width)
-    if padded.any():
-        i = int(rows[np.argmax(padded)])
+def _spans(groups: list[_Group], data: np.ndarray) -> tuple[list[list[int]], list[bool]]:
+    """Per row: the in-image rectangle and where it lands in the window, and whether it is padded.
+
+    ``spans[i]`` is ``[r0, c0, r1, c1, a0, b0, a1, b1]``: image rows and
+    columns ``r0:r1, c0:c1`` go to window rows and columns ``a0:a1, b0:b1``
+    (empty when the window is outside the image); computed for the whole
+    batch at once (:func:`~ndpatch.target.clip_window`'s rule).
+    """
+    if len(groups) == 1:
+        dims = np.array([groups[0].record.dims], dtype=np.int64)
+    else:
+        dims = np.empty((len(data), 2), dtype=np.int64)
+        for group in groups:
+            dims[group.rows] = group.record.dims
+    first = data[:, ROW:COL + 1]
+    size = data[:, HEIGHT:WIDTH + 1]
+    start = np.minimum(np.maximum(first, 0), dims)
+    stop = np.maximum(np.minimum(first + size, dims), start)
+    padded = (stop - start < size).any(axis=1)
+    return np.concatenate([start, stop, start - first, stop - first], axis=1).tolist(), padded.tolist()
+
+
+def _copy_group(out: np.ndarray, array: np.ndarray, entry, group: _Group, bands, spans: list[list[int]],
+                padded: list[bool], named: Sequence, dtype) -> None:
+    """Fill the group's padded windows at once, then copy each in-image rectangle from ``array``."""
+    pad = [i for i in group.rows if padded[i]]
+    if pad:
         try:
             value = fill_value(entry, group.options.fill, np.dtype(dtype))
         except NdpatchError as err:
-            raise at_target(err, i, named[i]) from err
-        out[rows[padded]] = value
-    inside = (r1 > r0) & (c1 > c0)
-    spans = np.stack([rows, r0, r1, c0, c1, r0 - row, r1 - row, c0 - col, c1 - col], axis=1)[inside].tolist()
-    if bands is None:
-        for i, y0, y1, x0, x1, a0, a1, b0, b1 in spans:
-            out[i, a0:a1, b0:b1] = array[y0:y1, x0:x1]
-    else:
-        picked = _band_index(bands)
-        for i, y0, y1, x0, x1, a0, a1, b0, b1 in spans:
+            raise at_target(err, pad[0], named[pad[0]]) from err
+        out[pad] = value
+    picked = slice(None) if bands is None else _band_index(bands)
+    for i in group.rows:
+        y0, x0, y1, x1, a0, b0, a1, b1 = spans[i]
+        if y1 > y0 and x1 > x0:
             out[i, a0:a1, b0:b1] = array[y0:y1, x0:x1, picked]
 
 
@@ -392,37 +402,56 @@ def _band_index(bands: list[int]) -> slice | list[int]:
 
 
 # -- annotations ---------------------------------------------------------------------------------
+#: Largest windows × annotations test done at once over a batch's images (above: one test per image).
+JOINT_TEST_CELLS = 1 << 16
+
+
 def select_annots(index, table: WindowTable, scaled: Callable[[Target], Mapping]) -> "BatchAnnots":
-    """The annotations touching each window of ``table``, one vectorised test per image.
+    """The annotations touching each window of ``table``, found by array tests over the whole batch.
 
     ``index`` is the sampler's :class:`~ndpatch.index.DatasetIndex`;
     ``scaled(target)`` gives the (scaled) annotations of a window read at a
     scale other than 1. Each window's annotations equal ``load_sample``'s.
+    The batch's images' boxes are tested against every window at once (a
+    window only counts its own image's), or one image at a time when that
+    test would exceed :data:`JOINT_TEST_CELLS`.
     """
     data = table.data
-    n = len(data)
+    gids = data[:, GID].tolist()
+    image_of: dict[int, int] = {}
+    parts = []
+    for gid in gids:
+        if gid not in image_of:
+            image_of[gid] = len(parts)
+            parts.append(index.image_annots(gid))
+    image = np.array([image_of[gid] for gid in gids], dtype=np.int64)
+    lengths = [len(part) for part in parts]
+    offsets = np.cumsum([0] + lengths)
+    edges = np.concatenate([part.edges for part in parts], axis=1)
+    limits = np.stack([data[:, COL] + data[:, WIDTH], -data[:, COL], data[:, ROW] + data[:, HEIGHT],
+                       -data[:, ROW]], axis=1).astype(np.float64)   # the window test's right-hand sides
     is_scaled = np.array([opts.scale != 1 for opts in table.options], dtype=bool)[data[:, OPTION]]
+    if len(data) * edges.shape[1] <= JOINT_TEST_CELLS:
+        owner = np.repeat(np.arange(len(parts)), lengths)
+        hits = owner == np.where(is_scaled, -1, image)[:, None]
+        for k in range(4):
+            hits &= edges[k] < limits[:, k:k + 1]
+        window, column = np.nonzero(hits)
+    else:
+        windows, columns = [], []
+        for k, part in enumerate(parts):
+            rows = np.flatnonzero((image == k) & ~is_scaled)
+            hits = np.ones((len(rows), lengths[k]), dtype=bool)
+            for j in range(4):
+                hits &= part.edges[j] < limits[rows, j:j + 1]
+            found, annot = np.nonzero(hits)
+            windows.append(rows[found])
+            columns.append(annot + offsets[k])
+        window = np.concatenate(windows)
+        order = np.argsort(window, kind="stable")
+        window, column = window[order], np.concatenate(columns)[order]
     own = {int(i): scaled(table[int(i)]) for i in np.flatnonzero(is_scaled)}
-    gids, inverse = np.unique(data[:, GID], return_inverse=True)
-    per_image = [index.image_annots(int(gid)) for gid in gids.tolist()]
-    windows, annots, images = [], [], []
-    x0, y0 = data[:, COL], data[:, ROW]
-    x1, y1 = x0 + data[:, WIDTH], y0 + data[:, HEIGHT]
-    for k, image_annots in enumerate(per_image):
-        rows = np.flatnonzero((inverse == k) & ~is_scaled)
-        if len(rows) == 0 or len(image_annots) == 0:
-            continue
-        win, ann = image_annots.select_windows(x0[rows], y0[rows], x1[rows], y1[rows])
-        windows.append(rows[win])
-        annots.append(ann)
-        images.append(np.full(len(ann), k, dtype=np.int64))
-    window = np.concatenate(windows) if windows else np.zeros(0, np.int64)
-    order = np.argsort(window, kind="stable")
-    counts = np.bincount(window, minlength=n)
-    return BatchAnnots([per_image[k] for k in inverse.tolist()], data[:, GID], x0, y0,
-                       window[order], (np.concatenate(annots) if annots else np.zeros(0, np.int64))[order],
-                       (np.concatenate(images) if images else np.zeros(0, np.int64))[order],
-                       per_image, counts, own)
+    return BatchAnnots(parts, image, data[:, GID], data[:, COL], data[:, ROW], window, column, offsets, own)
 
 
 class BatchAnnots(Sequence):
@@ -433,14 +462,13 @@ class BatchAnnots(Sequence):
     building a per-window object. Pickles as a list of plain dicts.
     """
 
-    def __init__(self, image_annots: list, gids: np.ndarray, x0: np.ndarray, y0: np.ndarray,
-                 window: np.ndarray, annot: np.ndarray, image: np.ndarray, per_image: list,
-                 counts: np.ndarray, own: dict[int, Mapping]):
-        self.image_annots = image_annots
+    def __init__(self, parts: list, image: np.ndarray, gids: np.ndarray, x0: np.ndarray, y0: np.ndarray,
+                 window: np.ndarray, column: np.ndarray, offsets: np.ndarray, own: dict[int, Mapping]):
+        self.parts, self.image = parts, image        # the batch's ImageAnnots; each window's part
         self.gids, self.x0, self.y0 = gids, x0, y0
-        self.window, self.annot, self.image, self.per_image = window, annot, image, per_image
-        self.counts = counts
-        self.starts = np.concatenate([[0], np.cumsum(counts)])
+        self.window, self.column, self.offsets = window, column, offsets  # (window, annotation) pairs
+        self.counts = np.bincount(window, minlength=len(image))
+        self.starts = np.concatenate([[0], np.cumsum(self.counts)])
         self.own = own
         self._built: dict[int, Mapping] = {}
 
@@ -455,8 +483,9 @@ class BatchAnnots(Sequence):
             return self.own[index]
         built = self._built.get(index)
         if built is None:
+            k = int(self.image[index])
             start, stop = int(self.starts[index]), int(self.starts[index + 1])
-            built = self._built[index] = WindowAnnots(self.image_annots[index], self.annot[start:stop],
+            built = self._built[index] = WindowAnnots(self.parts[k], self.column[start:stop] - self.offsets[k],
                                                       int(self.x0[index]), int(self.y0[index]),
                                                       int(self.gids[index]))
         return built
@@ -465,19 +494,17 @@ class BatchAnnots(Sequence):
         """``xyxy`` (N×4 float64, each box in its own window's frame), ``cids``, ``aids``, ``counts``."""
         if self.own:
             return stack_windows(list(self))
-        xywh = np.zeros((len(self.annot), 4))
-        cids = np.zeros(len(self.annot), np.int64)
-        aids = np.zeros(len(self.annot), np.int64)
-        for k, image_annots in enumerate(self.per_image):
-            mine = self.image == k
-            picked = self.annot[mine]
-            xywh[mine] = image_annots.boxes[picked]
-            cids[mine] = image_annots.cids[picked]
-            aids[mine] = image_annots.aids[picked]
+        if len(self.parts) == 1:
+            part = self.parts[0]
+            xywh, cids, aids = part.boxes[self.column], part.cids[self.column], part.aids[self.column]
+        else:
+            xywh = np.concatenate([part.boxes for part in self.parts])[self.column]
+            cids = np.concatenate([part.cids for part in self.parts])[self.column]
+            aids = np.concatenate([part.aids for part in self.parts])[self.column]
         origins = np.stack([self.x0, self.y0], axis=1).astype(np.float64)[self.window]
         top_left = xywh[:, :2] - origins
         return {"xyxy": np.concatenate([top_left, top_left + xywh[:, 2:]], axis=1), "cids": cids, "aids": aids,
-                "counts": self.counts.astype(np.int64)}
+                "counts": self.counts}
 
     def __reduce__(self):
         return list, ([dict(window) for window in self],)

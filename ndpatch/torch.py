@@ -44,19 +44,40 @@ from __future__ import annotations
 import math
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler
 
 from ndpatch import gdalio
-from ndpatch.annots import stack_windows
+from ndpatch.batch import AID, HEIGHT, NO_AID, OPTION, WIDTH, TargetColumns, WindowTable, select_annots
 from ndpatch.errors import NdpatchError
 from ndpatch.rng import RngLike, coerce_rng
 from ndpatch.target import Target
+from ndpatch.video import is_video_target
 
 TASKS = (None, "detection", "segmentation", "classification")
+#: Per-sample keys a ``transform`` receives and returns, per task (besides ``im``, ``gid``, ``origin``).
+SAMPLE_KEYS = {None: (), "detection": ("boxes", "labels", "aids"),
+               "classification": ("boxes", "labels", "aids"),
+               "segmentation": ("boxes", "labels", "aids", "masks", "class_map")}
+
+
+class Batch(dict):
+    """A batch dict (what :class:`PatchDataset` and :class:`PatchStream` return).
+
+    A ``DataLoader`` left with its default ``collate_fn`` indexes the batch
+    as a list of samples (``batch[0]``); that gets a clear error saying to pass
+    ``collate_fn=ndpatch.torch.collate`` instead of a bare ``KeyError: 0``.
+    """
+
+    def __missing__(self, key):
+        if isinstance(key, int):
+            raise NdpatchError("this batch was indexed as a list of samples (batch[0]): the DataLoader uses "
+                               "its default collate_fn; pass collate_fn=ndpatch.torch.collate "
+                               "(PatchDataset reads whole batches in __getitems__)")
+        raise KeyError(key)
 
 
 class BatchReader:
@@ -64,12 +85,15 @@ class BatchReader:
 
     ``dtype`` (a torch dtype) converts the images; ``mean``/``std`` (one value
     per channel, or one for all) normalise them, as floats (default float32).
-    ``threads`` is passed to :meth:`CocoSampler.load_batch`.
+    ``threads`` is passed to :meth:`CocoSampler.load_batch`. ``output_dims``,
+    ``transform``, ``batch_transform`` and ``contiguous``: see :class:`PatchDataset`.
     """
 
     def __init__(self, sampler, task: str | None = None, dtype: torch.dtype | None = None,
                  mean: Sequence[float] | float | None = None, std: Sequence[float] | float | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, transform: Callable[[dict], dict] | None = None,
+                 batch_transform: Callable[[dict], dict] | None = None,
+                 output_dims: tuple[int, int] | None = None, contiguous: bool = False):
         if task not in TASKS:
             raise NdpatchError(f"unknown task {task!r}; expected one of {TASKS}")
         if (mean is None) != (std is None):
@@ -78,60 +102,199 @@ class BatchReader:
             dtype = torch.float32
         if mean is not None and not dtype.is_floating_point:
             raise NdpatchError(f"normalised images need a float dtype, not {dtype}")
+        for name, hook in (("transform", transform), ("batch_transform", batch_transform)):
+            if hook is not None and not callable(hook):
+                raise NdpatchError(f"{name} must be a callable, got {type(hook).__name__}")
+        if output_dims is not None:
+            output_dims = tuple(int(d) for d in output_dims)
+            if len(output_dims) != 2 or min(output_dims) < 1:
+                raise NdpatchError(f"output_dims must be (height, width) of positive ints, got {output_dims}")
         self.sampler = sampler
         self.task = task
         self.dtype = dtype
         self.mean = None if mean is None else torch.as_tensor(mean, dtype=dtype).reshape(1, -1, 1, 1)
         self.std = None if std is None else torch.as_tensor(std, dtype=dtype).reshape(1, -1, 1, 1)
         self.threads = threads
+        self.transform = transform
+        self.batch_transform = batch_transform
+        self.output_dims = output_dims
+        self.contiguous = bool(contiguous)
         self.num_classes = int(max(sampler.dset.cats, default=0)) + 1
 
-    def __call__(self, targets: Sequence[dict | Target], index: Sequence[int] | None = None) -> dict:
-        raw = self.sampler.load_batch(targets, with_annots=self.task is not None, threads=self.threads)
-        if raw["im"].ndim != 4:
-            raise NdpatchError(f"PatchDataset serves image windows (B, H, W, C); these targets give "
-                               f"{raw['im'].shape} (video targets: use sampler.load_batch directly)")
-        im = torch.from_numpy(raw["im"]).permute(0, 3, 1, 2)
+    def __call__(self, targets: WindowTable | Sequence[dict | Target], index: Sequence[int] | None = None) -> Batch:
+        if not isinstance(targets, WindowTable):
+            if any(is_video_target(target) for target in targets):
+                raise NdpatchError("PatchDataset serves image windows (B, H, W, C); these targets name video "
+                                   "frames (video targets: use sampler.load_batch directly)")
+            targets = self.sampler.window_table(targets)
+        read = self._read if self.output_dims is None else self._read_resized
+        im, labels = read(targets)
+        if self.transform is not None:
+            im, labels = self._transformed(im, labels, targets)
+        tensor = torch.from_numpy(im).permute(0, 3, 1, 2)
         if self.dtype is not None:
-            im = im.to(self.dtype)
+            tensor = tensor.to(self.dtype)
             if self.mean is not None:
-                im = im.sub_(self.mean).div_(self.std)
-        parsed = raw["targets"]
-        where = torch.tensor([(tr.gid, tr.cols.start, tr.rows.start) for tr in parsed], dtype=torch.int64)
-        batch = {"im": im, "gid": where[:, 0], "origin": where[:, 1:]}
+                tensor = tensor.sub_(self.mean).div_(self.std)
+        if self.contiguous:
+            tensor = tensor.contiguous()
+        batch = Batch(im=tensor, gid=torch.from_numpy(targets.gid.copy()),
+                      origin=torch.from_numpy(np.stack([targets.col, targets.row], axis=1)))
         if index is not None:
             batch["index"] = torch.as_tensor(index, dtype=torch.int64)
         if self.task is not None:
-            batch.update(self._labels(parsed, raw["annots"], tuple(im.shape[2:])))
+            batch.update(self._labels(targets, labels, tuple(im.shape[1:3])))
+        if self.batch_transform is not None:
+            batch = self.batch_transform(batch)
         return batch
 
-    def _labels(self, parsed: list[Target], annots: list, shape: tuple[int, int]) -> dict:
-        stacked = stack_windows(annots)
-        counts = stacked["counts"].tolist()
-        starts = np.cumsum([0] + counts)  # window k's annotations are rows starts[k]:starts[k + 1]
-        columns = {"boxes": torch.from_numpy(stacked["xyxy"].astype(np.float32)),
-                   "labels": torch.from_numpy(stacked["cids"]), "aids": torch.from_numpy(stacked["aids"])}
-        labels = {}
+    def _read(self, table: WindowTable) -> tuple[np.ndarray, dict | None]:
+        """The batch's pixels (B, H, W, C) and, with a task, its labels as arrays (see :meth:`_label_arrays`)."""
+        raw = self.sampler.load_batch(table, with_annots=self.task is not None, threads=self.threads)
+        labels = None if self.task is None else self._label_arrays(raw["annots"], raw["im"].shape[1:3])
+        return raw["im"], labels
+
+    def _label_arrays(self, annots, shape: tuple[int, int]) -> dict:
+        """``xyxy``, ``cids``, ``aids``, ``counts`` of the batch (and the masks for segmentation)."""
+        labels = dict(annots.stacked())
         if self.task == "segmentation":
             from ndpatch import masks
-            class_maps = np.zeros((len(annots), *shape), dtype=np.int64)
-            instance_masks = np.zeros((len(stacked["cids"]), *shape), dtype=np.uint8)
-            for window, class_map, start, stop in zip(annots, class_maps, starts, starts[1:]):
-                class_map[...] = masks.class_map(window, shape, masks.label_dtype(self.num_classes - 1))
-                instance_masks[start:stop] = masks.instance_masks(window, shape)
-            columns["masks"] = torch.from_numpy(instance_masks)
-            labels["class_map"] = torch.from_numpy(class_maps)
-        labels["targets"] = BatchTargets(columns, counts, [tr.gid for tr in parsed])
-        if self.task == "classification":
-            multi_hot = torch.zeros((len(annots), self.num_classes), dtype=torch.float32)
-            rows = torch.repeat_interleave(torch.arange(len(annots)), torch.from_numpy(stacked["counts"]))
-            named = torch.from_numpy(stacked["cids"]) > 0
-            multi_hot[rows[named], torch.from_numpy(stacked["cids"])[named]] = 1
-            labels["multi_hot"] = multi_hot
-            labels["label"] = torch.tensor(
-                [main_class(tr.aid, stacked["aids"][a:b], stacked["cids"][a:b], stacked["xyxy"][a:b], shape)
-                 for tr, a, b in zip(parsed, starts, starts[1:])], dtype=torch.int64)
+            dtype = masks.label_dtype(self.num_classes - 1)
+            labels["class_map"] = np.stack([masks.class_map(window, shape, dtype) for window in annots])
+            labels["masks"] = np.concatenate([masks.instance_masks(window, shape).astype(np.uint8)
+                                              for window in annots]).reshape(-1, *shape)
         return labels
+
+    def _read_resized(self, table: WindowTable) -> tuple[np.ndarray, dict | None]:
+        """Windows of any size, each resized to ``output_dims`` with its boxes (and masks) scaled to match."""
+        import kwimage
+        height, width = self.output_dims
+        sizes = np.stack([table.height, table.width], axis=1)
+        keys, which = np.unique(sizes, axis=0, return_inverse=True)
+        parts = {}
+        for k, (h, w) in enumerate(keys.tolist()):
+            rows = np.flatnonzero(which.ravel() == k)
+            im, labels = self._read(table.take(rows))
+            resized = np.stack([kwimage.imresize(window, dsize=(width, height), interpolation="linear")
+                                .reshape(height, width, -1) for window in im])
+            if labels is not None:
+                labels["xyxy"] = labels["xyxy"] * np.array([width / w, height / h] * 2)
+                for key in ("class_map", "masks"):
+                    if key in labels:
+                        labels[key] = np.stack([kwimage.imresize(m, dsize=(width, height), interpolation="nearest")
+                                                for m in labels[key]]).reshape(-1, height, width)
+            parts[k] = (rows, resized, labels)
+        return _merge_parts(list(parts.values()), len(table), self.task is not None)
+
+    def _transformed(self, im: np.ndarray, labels: dict | None, table: WindowTable) -> tuple[np.ndarray, dict | None]:
+        """Apply ``transform`` to each sample dict; the results stacked back into a batch."""
+        keys = SAMPLE_KEYS[self.task]
+        samples = _split_samples(im, labels, table, keys)
+        results = []
+        for k, sample in enumerate(samples):
+            result = self.transform(sample)
+            if not isinstance(result, dict) or "im" not in result:
+                raise NdpatchError(f"transform must return the sample dict (with 'im'), got {type(result).__name__} "
+                                   f"for target {k} of the batch")
+            results.append(result)
+        try:
+            stacked = np.stack([np.asarray(result["im"]) for result in results])
+        except ValueError as err:
+            raise NdpatchError(f"transform returned images of different shapes in one batch "
+                               f"({sorted({np.shape(r['im']) for r in results})}): {err}") from None
+        if labels is None:
+            return stacked, None
+        return stacked, _join_samples(results, keys)
+
+    def _labels(self, table: WindowTable, labels: dict, shape: tuple[int, int]) -> dict:
+        counts = labels["counts"].tolist()
+        starts = np.cumsum([0] + counts)  # window k's annotations are rows starts[k]:starts[k + 1]
+        columns = {"boxes": torch.from_numpy(np.asarray(labels["xyxy"], dtype=np.float32)),
+                   "labels": torch.from_numpy(np.asarray(labels["cids"], dtype=np.int64)),
+                   "aids": torch.from_numpy(np.asarray(labels["aids"], dtype=np.int64))}
+        out = {}
+        if self.task == "segmentation":
+            columns["masks"] = torch.from_numpy(np.ascontiguousarray(labels["masks"], dtype=np.uint8))
+            out["class_map"] = torch.from_numpy(labels["class_map"].astype(np.int64))
+        out["targets"] = BatchTargets(columns, counts, table.gid.tolist())
+        if self.task == "classification":
+            cids = columns["labels"]
+            multi_hot = torch.zeros((len(counts), self.num_classes), dtype=torch.float32)
+            rows = torch.repeat_interleave(torch.arange(len(counts)), torch.as_tensor(counts, dtype=torch.int64))
+            named = cids > 0
+            multi_hot[rows[named], cids[named]] = 1
+            out["multi_hot"] = multi_hot
+            aids = table.data[:, AID].tolist()
+            out["label"] = torch.tensor(
+                [main_class(None if aid == NO_AID else aid, labels["aids"][a:b], labels["cids"][a:b],
+                            labels["xyxy"][a:b], shape) for aid, a, b in zip(aids, starts, starts[1:])],
+                dtype=torch.int64)
+        return out
+
+
+def _split_samples(im: np.ndarray, labels: dict | None, table: WindowTable, keys: tuple[str, ...]) -> list[dict]:
+    """The per-sample dicts a ``transform`` gets: ``im`` (H×W×C), ``gid``, ``origin`` and the task's labels."""
+    samples = [{"im": im[k], "gid": int(table.gid[k]), "origin": (int(table.col[k]), int(table.row[k]))}
+               for k in range(len(im))]
+    if labels is None:
+        return samples
+    starts = np.cumsum([0] + labels["counts"].tolist())
+    names = {"boxes": "xyxy", "labels": "cids", "aids": "aids", "masks": "masks"}
+    for k, sample in enumerate(samples):
+        a, b = starts[k], starts[k + 1]
+        for key in keys:
+            if key == "class_map":
+                sample[key] = labels["class_map"][k]
+            else:
+                value = labels[names[key]][a:b]
+                sample[key] = value.astype(np.float32) if key == "boxes" else value
+    return samples
+
+
+def _join_samples(results: list[dict], keys: tuple[str, ...]) -> dict:
+    """Transformed sample dicts → the batch's label arrays (``xyxy``, ``cids``, ``aids``, ``counts``, masks)."""
+    def column(key: str, width: tuple[int, ...], dtype) -> np.ndarray:
+        parts = [np.asarray(result[key], dtype=dtype).reshape(-1, *width) for result in results]
+        return np.concatenate(parts) if parts else np.zeros((0, *width), dtype)
+
+    labels = {"xyxy": column("boxes", (4,), np.float64), "cids": column("labels", (), np.int64),
+              "aids": column("aids", (), np.int64),
+              "counts": np.array([len(np.asarray(result["labels"])) for result in results], dtype=np.int64)}
+    for key in ("boxes", "aids"):
+        lengths = [len(np.asarray(result[key]).reshape(-1, 4) if key == "boxes" else np.asarray(result[key]))
+                   for result in results]
+        if lengths != labels["counts"].tolist():
+            raise NdpatchError(f"transform returned {key} and labels of different lengths ({lengths} vs "
+                               f"{labels['counts'].tolist()}): keep them together (e.g. albumentations' "
+                               "label_fields=['labels', 'aids'])")
+    if "class_map" in keys:
+        shape = np.asarray(results[0]["im"]).shape[:2]
+        labels["class_map"] = np.stack([np.asarray(result["class_map"]) for result in results])
+        labels["masks"] = column("masks", shape, np.uint8)
+    return labels
+
+
+def _merge_parts(parts: list[tuple], n: int, with_labels: bool) -> tuple[np.ndarray, dict | None]:
+    """Size groups read apart (``(rows, im, labels)`` each) put back in batch order."""
+    first = parts[0][1]
+    im = np.empty((n, *first.shape[1:]), dtype=first.dtype)
+    for rows, part, _ in parts:
+        im[rows] = part
+    if not with_labels:
+        return im, None
+    per_window = [None] * n
+    for rows, _, labels in parts:
+        starts = np.cumsum([0] + labels["counts"].tolist())
+        for k, row in enumerate(rows.tolist()):
+            a, b = starts[k], starts[k + 1]
+            per_window[row] = {key: labels[key][a:b] for key in ("xyxy", "cids", "aids", "masks") if key in labels}
+            if "class_map" in labels:
+                per_window[row]["class_map"] = labels["class_map"][k]
+    merged = {key: np.concatenate([w[key] for w in per_window]) for key in per_window[0] if key != "class_map"}
+    merged["counts"] = np.array([len(w["cids"]) for w in per_window], dtype=np.int64)
+    if "class_map" in per_window[0]:
+        merged["class_map"] = np.stack([w["class_map"] for w in per_window])
+    return im, merged
 
 
 class BatchTargets(list):
@@ -186,29 +349,53 @@ class PatchDataset(Dataset):
 
     Give it to a ``DataLoader`` with ``collate_fn=ndpatch.torch.collate``: the
     loader then calls ``__getitems__`` once per batch, which reads all the
-    windows with one :meth:`CocoSampler.load_batch`. Every target of a batch
-    must give the same window size, bands and dtype. Pickles with no open
-    handles (each worker opens its own on first read).
+    windows with one :meth:`CocoSampler.load_batch`. Each target is parsed once,
+    the first time it is read, into a :class:`~ndpatch.batch.WindowTable` row
+    (a target naming the whole image keeps the size the image had then).
+    Pickles with no open handles (each worker opens its own on first read).
 
     Args:
         sampler: the :class:`~ndpatch.CocoSampler`.
         targets: target dicts or parsed :class:`~ndpatch.target.Target` values.
         task: ``None``, ``"detection"``, ``"segmentation"`` or ``"classification"``.
         dtype, mean, std, threads: see :class:`BatchReader`.
+        output_dims: ``(height, width)``: resize every window to this size, its
+            boxes (and masks) scaled to match, so windows of different sizes
+            (e.g. fitted to annotations) batch together. Without it, every
+            target of a batch must give the same window size, bands and dtype.
+        transform: a callable on each sample dict, returning it: ``im``
+            (H×W×C numpy array, native dtype, writable), ``gid``, ``origin`` and,
+            with a task, ``boxes`` (N×4 float32 xyxy), ``labels``, ``aids``
+            (segmentation: also ``masks`` N×H×W, ``class_map`` H×W). Runs after
+            ``output_dims``, before ``dtype``/``mean``/``std``.
+        batch_transform: a callable on the finished batch dict (tensors, e.g.
+            kornia augmentations of ``batch["im"]``), returning it.
+        contiguous: make ``im`` a C-contiguous (B, C, H, W) tensor (one copy);
+            by default it is a channels-last view of the read buffer.
     """
 
     def __init__(self, sampler, targets: Sequence[dict | Target], task: str | None = None,
-                 dtype: torch.dtype | None = None, mean=None, std=None, threads: int | None = None):
+                 dtype: torch.dtype | None = None, mean=None, std=None, threads: int | None = None,
+                 transform: Callable[[dict], dict] | None = None,
+                 batch_transform: Callable[[dict], dict] | None = None,
+                 output_dims: tuple[int, int] | None = None, contiguous: bool = False):
         self.sampler = sampler
         self.targets = list(targets)
-        self.reader = BatchReader(sampler, task, dtype, mean, std, threads)
+        self.columns = TargetColumns(self.targets, self._parse)
+        self.reader = BatchReader(sampler, task, dtype, mean, std, threads, transform, batch_transform,
+                                  output_dims, contiguous)
+
+    def _parse(self, target: dict) -> Target:
+        if is_video_target(target):
+            raise NdpatchError("PatchDataset serves image windows (B, H, W, C); this target names video frames "
+                               "(video targets: use sampler.load_batch directly)")
+        return self.sampler.parse(target)
 
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitems__(self, indices: Sequence[int]) -> dict:
-        indices = [int(i) for i in indices]
-        return self.reader([self.targets[i] for i in indices], indices)
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        return self.reader(self.columns.take(indices), indices)
 
     def __getitem__(self, index: int) -> dict:
         batch = self.__getitems__([index])
@@ -217,13 +404,20 @@ class PatchDataset(Dataset):
             item["target"] = batch["targets"][0]
         return item
 
-    def target_classes(self) -> np.ndarray:
+    def target_classes(self, batch_size: int = 256) -> np.ndarray:
         """The main category of each target's window (see :func:`main_class`), for class balancing."""
         classes = np.zeros(len(self.targets), dtype=np.int64)
-        for i, target in enumerate(self.targets):
-            tr = target if isinstance(target, Target) else self.sampler.parse(target)
-            window = stack_windows([self.sampler._window_annots(tr)])
-            classes[i] = main_class(tr.aid, window["aids"], window["cids"], window["xyxy"], tr.shape)
+        for start in range(0, len(self.targets), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(self.targets)))
+            table = self.columns.take(rows)
+            stacked = select_annots(self.sampler.index, table, self.sampler._window_annots).stacked()
+            bounds = np.cumsum([0] + stacked["counts"].tolist())
+            for k, (aid, height, width, option) in enumerate(table.data[:, [AID, HEIGHT, WIDTH, OPTION]].tolist()):
+                scale = table.options[option].scale
+                shape = (height, width) if scale == 1 else table[k].shape
+                a, b = bounds[k], bounds[k + 1]
+                classes[start + k] = main_class(None if aid == NO_AID else aid, stacked["aids"][a:b],
+                                                stacked["cids"][a:b], stacked["xyxy"][a:b], shape)
         return classes
 
 
@@ -237,17 +431,20 @@ class PatchStream(IterableDataset):
     Use it as ``DataLoader(stream, batch_size=None, collate_fn=collate)``.
     ``rng`` follows :func:`ndpatch.rng.coerce_rng`: a seed gives the same
     stream run to run, and every DataLoader worker and rank its own; ``None``
-    seeds each worker from torch's worker seed.
+    seeds each worker from torch's worker seed. ``transform``,
+    ``batch_transform`` and ``contiguous`` are :class:`PatchDataset`'s.
     """
 
     def __init__(self, sampler, batch_size: int, window_dims: tuple[int, int], task: str | None = None,
                  rng: RngLike = None, dtype: torch.dtype | None = None, mean=None, std=None,
-                 threads: int | None = None, **config):
+                 threads: int | None = None, transform: Callable[[dict], dict] | None = None,
+                 batch_transform: Callable[[dict], dict] | None = None, contiguous: bool = False, **config):
         from ndpatch.regions import Regions
         self.regions = Regions(sampler, window_dims=window_dims, **config)
         self.batch_size = int(batch_size)
         self.rng = rng
-        self.reader = BatchReader(sampler, task, dtype, mean, std, threads)
+        self.reader = BatchReader(sampler, task, dtype, mean, std, threads, transform, batch_transform,
+                                  contiguous=contiguous)
 
     def __iter__(self) -> Iterator[dict]:
         gen = coerce_rng(self.rng)
