@@ -142,10 +142,13 @@ def ndsampler_rate(dset_path: str, workdir: Path, windows, size: int, repeats: i
     return rates
 
 
-def choose(rows: list[dict], size_limit: float, warmup_limit: float) -> dict:
-    """The rule: among configurations within the size and warmup limits, the fastest on 256² windows."""
+def choose(rows: list[dict], size_limit: float, warmup_limit: float, tolerance: float = 0.10) -> dict:
+    """The rule: within the size and warmup limits, the smallest cache among those within ``tolerance`` of
+    the fastest on 256² windows (imagery smoother than this texture favours the predictor's smaller files)."""
     eligible = [r for r in rows if r["size_ratio"] <= size_limit and r["warmup_ratio"]["median"] <= warmup_limit]
-    return max(eligible, key=lambda r: r["windows_per_s"]["256"]["median"])
+    fastest = max(r["windows_per_s"]["256"]["median"] for r in eligible)
+    close = [r for r in eligible if r["windows_per_s"]["256"]["median"] >= (1 - tolerance) * fastest]
+    return min(close, key=lambda r: (r["nbytes"], -r["windows_per_s"]["256"]["median"]))
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -519,7 +519,7 @@ def add_warmup(subparsers) -> None:
                         help="keep the cache under SIZE (50G, 500M, bytes), evicting the least recently used "
                              "entries (default: $NDPATCH_CACHE_MAX, else no limit)")
     parser.add_argument("--blocksize", type=cog_blocksize, default=None,
-                        help="COG tile size, a multiple of 16 >= 128 (cog, auto; default: 256)")
+                        help="COG tile size, a multiple of 16 >= 128 (cog, auto; default: 128)")
     parser.add_argument("--compress", type=str.upper, default=None, choices=cog_codecs(),
                         help="COG codec, as this GDAL's COG driver lists them (cog, auto; default: ZSTD "
                              "when GDAL has it, else DEFLATE)")

@@ -44,8 +44,10 @@ class CocoSampler:
         dset: a ``kwcoco.CocoDataset``, or the path of a kwcoco or plain MS-COCO json.
         workdir: the cache directory (cache backends); default ``$NDPATCH_CACHE``,
             else the per-user cache dir.
-        backend: ``None`` (read sources directly through GDAL), or a cache
-            backend name (``'npy'``, ``'cog'``, ``'auto'``) or instance.
+        backend: ``'auto'`` (the default: tiled lossless GeoTIFFs are read in
+            place, other images converted on first touch into the cache,
+            npy or COG by size; docs/cache.md), ``'npy'``, ``'cog'``, a backend
+            instance, or ``None`` (read every source directly through GDAL).
         allow_vrt: also read GDAL VRT images, when every file they reference is
             inside the dataset's folder (off by default: a VRT can point at any
             file on the machine; docs/geo.md). Passed to the backend.
@@ -56,7 +58,7 @@ class CocoSampler:
     served fresh) → read → annotations.
     """
 
-    def __init__(self, dset: Any, workdir: str | None = None, backend: Any = None,
+    def __init__(self, dset: Any, workdir: str | None = None, backend: Any = "auto",
                  autoinit: bool = True, verbose: int = 0, allow_vrt: bool = False, **backend_options):
         self.index = DatasetIndex(dset)
         self.workdir = workdir
@@ -71,7 +73,7 @@ class CocoSampler:
 
     # -- construction helpers (ndsampler compatible) --------------------------------
     @classmethod
-    def demo(cls, key: str = "shapes8", workdir: str | None = None, backend: Any = None,
+    def demo(cls, key: str = "shapes8", workdir: str | None = None, backend: Any = "auto",
              **kwargs) -> "CocoSampler":
         """A sampler over one of kwcoco's toy datasets (``'shapes8'``, ``'vidshapes8'``, ...)."""
         from ndpatch.demo import kwcoco_demo

@@ -146,7 +146,7 @@ def masked_rasters(folder: Path) -> dict[str, str]:
 def _touch_all(dset_path: str, workdir: str, backend: str, options: dict, barrier, queue) -> None:
     """Child process: open the dataset, wait for the others, read every image, report."""
     sampler = CocoSampler(dset_path, workdir=workdir, backend=backend, **options)
-    direct = CocoSampler(dset_path)
+    direct = CocoSampler(dset_path, backend=None)
     barrier.wait()
     report = []
     for gid in sorted(sampler.dset.imgs):
@@ -202,7 +202,7 @@ def _conformance_class() -> type:
         @pytest.fixture(scope="class")
         def samplers(self, matrix_dset, workdir) -> tuple[CocoSampler, CocoSampler]:
             cached = CocoSampler(matrix_dset, workdir=str(workdir), backend=self.backend, **self.options)
-            return CocoSampler(matrix_dset), cached
+            return CocoSampler(matrix_dset, backend=None), cached
 
         @pytest.fixture
         def small_dset(self, tmp_path):
@@ -270,7 +270,7 @@ def _conformance_class() -> type:
 
         def test_truncated_file_and_corrupt_sidecar_are_rebuilt(self, small_dset):
             dset, workdir = small_dset
-            direct = CocoSampler(dset)
+            direct = CocoSampler(dset, backend=None)
             first = self.make(dset, workdir)
             entry = first.entry(1)
             assert not entry.meta["sidecar"]["in_place"]
@@ -358,7 +358,7 @@ def _conformance_class() -> type:
                 sampler = self.make(dset, workdir)
                 target = {"gid": 1, "space_slice": (slice(-5, 300), slice(0, 260))}
                 im = sampler.load_sample(target, with_annots=False)["im"]
-            np.testing.assert_array_equal(im, CocoSampler(dset).load_sample(target, with_annots=False)["im"])
+            np.testing.assert_array_equal(im, CocoSampler(dset, backend=None).load_sample(target, with_annots=False)["im"])
             assert sampler.entry(1).meta["converted"]
             assert not list(Path(workdir, "entries").glob("*.tmp-*"))
 
@@ -431,7 +431,7 @@ def _conformance_class() -> type:
                 sampler = self.make(dset, workdir)
                 im = sampler.load_sample(target, with_annots=False)["im"]
             assert sampler.entry(1).meta["converted"]
-            np.testing.assert_array_equal(im, CocoSampler(dset).load_sample(target, with_annots=False)["im"])
+            np.testing.assert_array_equal(im, CocoSampler(dset, backend=None).load_sample(target, with_annots=False)["im"])
             assert all(r.status == "ok" for r in store.verify(validate_entry))
 
         def test_edited_sidecar_is_refused_on_open_and_by_verify(self, small_dset):
@@ -460,7 +460,7 @@ def _conformance_class() -> type:
             sidecar_path.write_text(json.dumps(crafted))
             with pytest.warns(RuntimeWarning, match="names file .*outside.npy.*refused"):
                 im = self.make(dset, workdir).load_sample(target, with_annots=False)["im"]
-            np.testing.assert_array_equal(im, CocoSampler(dset).load_sample(target, with_annots=False)["im"])
+            np.testing.assert_array_equal(im, CocoSampler(dset, backend=None).load_sample(target, with_annots=False)["im"])
             assert outside.read_bytes() == before
 
         # -- identity that survives cp -p --------------------------------------------------------------

@@ -6,6 +6,7 @@ from osgeo import gdal
 
 from ndpatch.cache import make_backend
 from ndpatch.cache.base import ImageSource
+from ndpatch.cache.cog import DEFAULT_BLOCKSIZE
 from ndpatch.demo import write_raster
 from ndpatch.errors import CacheConversionError
 from ndpatch.testing import BackendConformance

@@ -17,7 +17,7 @@ from ndpatch.target import window_from_center
 
 @pytest.fixture(scope="module")
 def sampler(matrix_dset):
-    return ndpatch.CocoSampler(matrix_dset)
+    return ndpatch.CocoSampler(matrix_dset, backend=None)
 
 
 def _cases():
@@ -169,7 +169,7 @@ def test_reads_only_the_window(tmp_path):
     del ds
     dset = kwcoco.CocoDataset()
     gid = dset.add_image(file_name=path, width=100_000, height=100_000)
-    sample = ndpatch.CocoSampler(dset).load_sample({"gid": gid, "space_slice": (slice(39_998, 40_004),
+    sample = ndpatch.CocoSampler(dset, backend=None).load_sample({"gid": gid, "space_slice": (slice(39_998, 40_004),
                                                                                slice(49_998, 50_004))})
     assert sample["im"][..., 0].tolist() == [[0] * 6] * 2 + [[0, 0, 5, 5, 5, 5]] * 4
 
