@@ -35,7 +35,7 @@ def test_cog_keeps_georeferencing_and_band_metadata(tmp_path):
     assert cog.GetMetadata("IMAGE_STRUCTURE")["COMPRESSION"] in ("ZSTD", "DEFLATE")
     for i in (1, 2):
         s, c = src.GetRasterBand(i), cog.GetRasterBand(i)
-        assert c.GetBlockSize() == [256, 256]
+        assert c.GetBlockSize() == [DEFAULT_BLOCKSIZE, DEFAULT_BLOCKSIZE]
         assert c.GetOverviewCount() >= 1
         assert (c.GetNoDataValue(), c.GetDescription(), c.GetColorInterpretation()) == \
             (s.GetNoDataValue(), s.GetDescription(), s.GetColorInterpretation())
