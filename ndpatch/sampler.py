@@ -30,9 +30,10 @@ from ndpatch.cache.validity import resampled_valid_fraction, valid_fraction
 from ndpatch.errors import NdpatchError, TargetError
 from ndpatch.index import DatasetIndex
 from ndpatch.masks import window_masks
+from ndpatch.params import SampleParams, window_affine
 from ndpatch.readers import BATCH_THREADS
 from ndpatch.record import ImageRecord, ImageRecords
-from ndpatch.target import Target, clip_window, parse_target, window_params
+from ndpatch.target import Target, clip_window, parse_target
 from ndpatch.video import is_video_target, load_video_batch, load_video_sample
 from ndpatch.warp import read_aligned, read_resampled
 
@@ -155,34 +156,25 @@ class CocoSampler:
             data_dims = record.dims
         x0, y0, x1, y1 = tr.cols.start, tr.rows.start, tr.cols.stop, tr.rows.stop
         space_slice = tr.space_slice
-        tf_rel_to_abs = kwimage.Affine(np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]]))
-        if tr.scale != 1:
-            tf_rel_to_abs = tf_rel_to_abs @ kwimage.Affine.scale(1 / tr.scale)
         if tr.scale == 1 and not record.multi:
-            valid_fraction = self._valid_fraction(record.entry, tr, record.bands(tr.channels), im)
+            if record.entry.mask == "all_valid":
+                valid_fraction = None  # from the window's extent, when params are first read
+            else:
+                valid_fraction = self._valid_fraction(record.entry, tr, record.bands(tr.channels), im)
         else:
-            valid_fraction = resampled_valid_fraction(self.backend, record.parts(tr.channels), tf_rel_to_abs, im,
-                                                      data_dims)
+            valid_fraction = resampled_valid_fraction(self.backend, record.parts(tr.channels),
+                                                      window_affine(x0, y0, tr.scale), im, data_dims)
         normalized = {
             **target, "gid": tr.gid, "space_slice": space_slice, "slices": space_slice,
             "pad": tr.pad, "space_dims": data_dims, "data_dims": data_dims,
             "window_dims": (space_slice[0].stop - space_slice[0].start,
                             space_slice[1].stop - space_slice[1].start),
         }
-        if georef is None:
-            window_georef = {"geotransform": None, "crs": None}
-        else:
-            window_georef = {"geotransform": georef.warped(tf_rel_to_abs).geotransform(), "crs": georef.crs_wkt}
         sample = {
             "im": im,
             "target": normalized,
             "tr": normalized,
-            "params": {
-                **window_params(x0, y0, x1, y1, tf_rel_to_abs, data_dims, tr.pad),
-                "scale": tr.scale,
-                "valid_fraction": valid_fraction,
-                **window_georef,
-            },
+            "params": SampleParams(x0, y0, x1, y1, tr.scale, data_dims, tr.pad, georef, valid_fraction),
             "classes": self.classes,
         }
         if with_annots or with_masks:
@@ -190,6 +182,7 @@ class CocoSampler:
             sample["kp_classes"] = self.kp_classes
         if with_masks:
             sample.update(window_masks(sample["annots"], im.shape[:2]))
+            tf_rel_to_abs = sample["params"]["tf_rel_to_abs"]
             label_map = self.records.using(tr.gid, lambda rec: self._label_raster(rec, tf_rel_to_abs, im.shape[:2]))
             if label_map is not None:
                 sample["label_map"] = label_map
