@@ -1,24 +1,29 @@
-"""DataLoader throughput: ndpatch's batched torch input against hand-written references.
+"""DataLoader throughput: ndpatch's batched torch input against the plainest hand-written loader.
 
-One run, the same 256x256x3 uint8 windows (batch 16) from warmed npy and COG
-(ZSTD, 256 tiles) caches of the same images, with and without detection
-annotations. References measured in the same run:
+The same 256x256x3 uint8 windows (batch 16) from warmed npy and COG caches of
+the same images (:mod:`texture` landscapes), with and without detection
+annotations. References, measured in the same run:
 
-(a) a hand-written map-style Dataset returning one raw memmap slice per item,
-    through DataLoader with num_workers 0 and 2 (the best is "hand-written");
+(a) the hand-written loader a user would write first: a map-style ``Dataset``
+    whose ``__getitem__`` returns one memmap slice of the npy cache file, through
+    ``DataLoader`` with the default collate, ``num_workers`` 0 and 2 (the best of
+    the two is "hand-written");
 (b) raw memmap windows copied into one preallocated (16, 256, 256, 3) array
-    (the limit);
+    (the limit: the copy alone);
 (c) ``gdal.Open(...).ReadAsArray`` of the same COG windows, one thread.
 
-GDAL's block cache is bounded below the decoded size of the images
-(``--gdal-cache-mb``), as with real imagery, so COG windows are decoded.
+ndpatch: ``PatchDataset`` through ``DataLoader`` (num_workers 0 and 2) and the
+columnar path (``sampler.load_batch(table.take(indices), out=buffer)``, the
+table made once by ``sampler.window_table``), for npy and cog. Every figure is
+the median of ``--repeats`` runs (min–max beside it), the configurations
+interleaved within each run; loaders are measured in steady state (one warm
+epoch first: workers started, targets parsed, pages mapped). GDAL's block cache
+is bounded below the decoded size of the images (``--gdal-cache-mb``).
 
-ndpatch: PatchDataset through DataLoader (num_workers 0 and 2) and the batched
-path (``sampler.load_batch``), for npy and cog. Targets (issue 11): npy best
-without annotations >= 2x hand-written and >= 0.5x the limit; npy best with
-detection annotations >= 1x hand-written without; cog batched >= 1.3x (c).
+Targets (issue 18): npy best >= 1.0x hand-written and >= 0.9x the limit; npy
+with detection boxes >= 0.8x hand-written without; cog batched >= 1.3x (c).
 Also: RSS of each DataLoader worker after 1,000 and 10,000 samples, and a
-profile of the batched npy path with annotations.
+profile of what remains per sample on the columnar npy path with boxes.
 
 Run: .venv/bin/python benchmarks/bench_dataloader.py [--windows 2048] [--repeats 3]
 Writes benchmarks/results/bench_dataloader.{md,json}.
@@ -27,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import functools
 import io
 import pstats
 import tempfile
@@ -44,24 +48,22 @@ from torch.utils.data import DataLoader, Dataset
 import ndpatch
 from ndpatch.demo import write_raster
 from ndpatch.torch import PatchDataset, collate, worker_init
-from report import save_results
+from report import interleaved, save_results, spread, target_row
+from texture import landscape
 
 WINDOW = 256
 BATCH = 16
 
 
 def make_images(dpath: Path, n_images: int, size: int, seed: int = 0) -> kwcoco.CocoDataset:
-    """RGB strip GeoTIFFs of smooth structure plus noise (compressible like imagery), 40 boxes each."""
+    """Striped RGB GeoTIFFs of landscape texture, 40 boxes each."""
     rng = np.random.default_rng(seed)
     dset = kwcoco.CocoDataset()
     dset.fpath = str(dpath / "data.kwcoco.json")
     for name in ("car", "tree", "house"):
         dset.add_category(name)
-    yy, xx = np.mgrid[0:size, 0:size]
     for i in range(n_images):
-        base = np.stack([np.sin(xx / (37 + 9 * c + i)) * np.cos(yy / (53 - 7 * c)) for c in range(3)], -1)
-        pixels = (base * 90 + 128 + rng.normal(0, 6, base.shape)).clip(0, 255).astype(np.uint8)
-        path = write_raster(dpath / f"img_{i}.tif", pixels)
+        path = write_raster(dpath / f"img_{i}.tif", landscape(size, seed=200 + i))
         gid = dset.add_image(file_name=path, width=size, height=size)
         for _ in range(40):
             w, h = rng.uniform(8, 96, 2)
@@ -88,37 +90,32 @@ class RawMemmapDataset(Dataset):
         return self.arrays[g][r:r + WINDOW, c:c + WINDOW]
 
 
-def rate(run, n_samples: int, repeats: int) -> float:
-    """Best samples/s over ``repeats`` runs of ``run()`` (each delivers ``n_samples``)."""
-    best = 0.0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        best = max(best, n_samples / (time.perf_counter() - t0))
-    return best
+def timed(run, n_samples: int) -> float:
+    """Samples per second of one ``run()`` that delivers ``n_samples``."""
+    t0 = time.perf_counter()
+    run()
+    return n_samples / (time.perf_counter() - t0)
 
 
-def loader_rate(dataset, num_workers: int, repeats: int, **kwargs) -> float:
-    """Steady-state samples/s of one epoch through DataLoader (worker start-up excluded)."""
-    loader = DataLoader(dataset, batch_size=BATCH, num_workers=num_workers,
-                        persistent_workers=num_workers > 0, **kwargs)
-    for _ in loader:  # start the workers, open handles, fault in pages
-        break
-
-    def run():
-        for _ in loader:
+def loader_run(dataset, num_workers: int, **kwargs):
+    """A measurement: a fresh DataLoader, one warm epoch, then one timed epoch (samples/s)."""
+    def run() -> float:
+        loader = DataLoader(dataset, batch_size=BATCH, num_workers=num_workers,
+                            persistent_workers=num_workers > 0, **kwargs)
+        for _ in loader:  # warm: workers started, handles opened, targets parsed, pages mapped
             pass
-    return rate(run, len(dataset), repeats)
+
+        def epoch():
+            for _ in loader:
+                pass
+        rate = timed(epoch, len(dataset))
+        del loader
+        return rate
+    return run
 
 
 def batches(items: list, size: int = BATCH) -> list[list]:
     return [items[k:k + size] for k in range(0, len(items), size)]
-
-
-def batched_epoch(sampler, chunks: list[list[dict]], with_annots: bool, out: np.ndarray) -> None:
-    """The batched path as a training loop would use it: one reused (B, H, W, C) buffer."""
-    for chunk in chunks:
-        sampler.load_batch(chunk, with_annots=with_annots, out=out[:len(chunk)])
 
 
 def worker_rss(dataset, n_samples: int) -> dict:
@@ -134,17 +131,25 @@ def worker_rss(dataset, n_samples: int) -> dict:
     return rss
 
 
-def profile_batched(sampler, targets: list[dict]) -> str:
-    """Top functions of the batched npy path with annotations (cumulative time)."""
-    dataset = PatchDataset(sampler, targets, task="detection")
+def profile_remaining(sampler, table, out: np.ndarray, limit_us: float) -> tuple[str, dict]:
+    """What the columnar npy path with boxes spends per sample beyond the copy (the limit), and where."""
+    dataset = PatchDataset(sampler, [table[i] for i in range(len(table))], task="detection")
+    chunks = batches(list(range(len(table))))
+    for chunk in chunks:  # parse once, map pages
+        dataset.__getitems__(chunk)
+    t0 = time.perf_counter()
+    for chunk in chunks:
+        dataset.__getitems__(chunk)
+    total_us = (time.perf_counter() - t0) / len(table) * 1e6
     profiler = cProfile.Profile()
     profiler.enable()
-    for chunk in batches(list(range(len(targets)))):
+    for chunk in chunks:
         dataset.__getitems__(chunk)
     profiler.disable()
     text = io.StringIO()
-    pstats.Stats(profiler, stream=text).strip_dirs().sort_stats("tottime").print_stats(12)
-    return text.getvalue()
+    pstats.Stats(profiler, stream=text).strip_dirs().sort_stats("tottime").print_stats(14)
+    return text.getvalue(), {"total_us_per_sample": total_us, "copy_us_per_sample": limit_us,
+                             "remaining_us_per_sample": total_us - limit_us}
 
 
 def main() -> None:
@@ -156,6 +161,7 @@ def main() -> None:
     parser.add_argument("--rss-samples", type=int, default=10_000)
     parser.add_argument("--gdal-cache-mb", type=int, default=16,
                         help="GDAL block cache, smaller than the decoded images as in real use")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
     gdal.SetCacheMax(args.gdal_cache_mb * 2**20)
     with tempfile.TemporaryDirectory(prefix="bench-dataloader-") as tmp:
@@ -171,74 +177,97 @@ def report(args: argparse.Namespace, tmp: Path) -> None:
     targets = [{"gid": g + 1, "space_slice": (slice(r, r + WINDOW), slice(c, c + WINDOW))} for g, r, c in windows]
     n = len(targets)
 
-    samplers = {name: ndpatch.CocoSampler(dset, backend=name, workdir=str(tmp / "cache")) for name in ("npy", "cog")}
+    samplers = {name: ndpatch.CocoSampler(dset, backend=name, workdir=str(tmp / "cache"), progress=False)
+                for name in ("npy", "cog")}
     paths = {name: [s.entry(gid).path for gid in sorted(dset.imgs)] for name, s in samplers.items()}
-    for sampler in samplers.values():  # warm: converted, pages cached
-        for chunk in batches(targets):
-            sampler.load_batch(chunk)
+    tables = {name: s.window_table(targets) for name, s in samplers.items()}
+    index_chunks = [np.arange(k, min(k + BATCH, n)) for k in range(0, n, BATCH)]
+    for name, sampler in samplers.items():  # warm: converted, pages cached
+        for chunk in index_chunks:
+            sampler.load_batch(tables[name].take(chunk))
 
-    results = {}
-    raw = RawMemmapDataset(paths["npy"], windows)
-    results["a: hand-written DataLoader w0"] = loader_rate(raw, 0, args.repeats)
-    results["a: hand-written DataLoader w2"] = loader_rate(raw, 2, args.repeats)
     arrays = [np.load(p, mmap_mode="r") for p in paths["npy"]]
     out = np.empty((BATCH, WINDOW, WINDOW, 3), np.uint8)
+    handles = [gdal.Open(p) for p in paths["cog"]]
 
     def limit():
         for chunk in batches(windows):
             for k, (g, r, c) in enumerate(chunk):
                 out[k] = arrays[g][r:r + WINDOW, c:c + WINDOW]
-    results["b: raw memmap into one batch (limit)"] = rate(limit, n, args.repeats)
-    handles = [gdal.Open(p) for p in paths["cog"]]
 
     def direct_gdal():
         for g, r, c in windows:
             handles[g].ReadAsArray(c, r, WINDOW, WINDOW)
-    results["c: direct GDAL COG, 1 thread"] = rate(direct_gdal, n, args.repeats)
 
+    def columnar(sampler, table, with_annots):
+        def run():
+            for chunk in index_chunks:
+                batch = sampler.load_batch(table.take(chunk), with_annots=with_annots, out=out[:len(chunk)])
+                if with_annots:
+                    batch["annots"].stacked()  # the batch's boxes, classes and ids as arrays
+        return lambda: timed(run, n)
+
+    raw = RawMemmapDataset(paths["npy"], windows)
+    configs = {
+        "a: hand-written DataLoader w0": loader_run(raw, 0),
+        "a: hand-written DataLoader w2": loader_run(raw, 2),
+        "b: raw memmap into one batch (limit)": lambda: timed(limit, n),
+        "c: direct GDAL COG, 1 thread": lambda: timed(direct_gdal, n),
+    }
     for name, sampler in samplers.items():
         for task in (None, "detection"):
             label = "" if task is None else " +det"
             dataset = PatchDataset(sampler, targets, task=task)
             for workers in (0, 2):
-                results[f"ndpatch {name}{label} DataLoader w{workers}"] = loader_rate(
-                    dataset, workers, args.repeats, collate_fn=collate, worker_init_fn=worker_init)
-            results[f"ndpatch {name}{label} batched"] = rate(
-                functools.partial(batched_epoch, sampler, batches(targets), task is not None, out), n, args.repeats)
+                configs[f"ndpatch {name}{label} DataLoader w{workers}"] = loader_run(
+                    dataset, workers, collate_fn=collate, worker_init_fn=worker_init)
+            configs[f"ndpatch {name}{label} batched"] = columnar(sampler, tables[name], task is not None)
+    results = interleaved(configs, args.repeats)
 
     def best(prefix: str, annots: bool) -> tuple[str, float]:
-        return max(((k, v) for k, v in results.items() if k.startswith(prefix) and ("+det" in k) == annots),
-                   key=lambda kv: kv[1])
-    hand = max(results["a: hand-written DataLoader w0"], results["a: hand-written DataLoader w2"])
+        return max(((k, v["median"]) for k, v in results.items()
+                    if k.startswith(prefix) and ("+det" in k) == annots), key=lambda kv: kv[1])
+    hand_key = max(("a: hand-written DataLoader w0", "a: hand-written DataLoader w2"),
+                   key=lambda k: results[k]["median"])
+    hand = results[hand_key]["median"]
+    limit_rate = results["b: raw memmap into one batch (limit)"]["median"]
     npy_key, npy_best = best("ndpatch npy ", annots=False)
     det_key, det_best = best("ndpatch npy ", annots=True)
-    ratios = {
-        "npy best / hand-written (target >= 2)": (npy_key, npy_best / hand),
-        "npy best / limit (target >= 0.5)": (npy_key, npy_best / results["b: raw memmap into one batch (limit)"]),
-        "npy +det best / hand-written without annots (target >= 1)": (det_key, det_best / hand),
-        "cog batched / direct GDAL (target >= 1.3)": ("ndpatch cog batched",
-                                                      results["ndpatch cog batched"] / results["c: direct GDAL COG, 1 thread"]),
-    }
+    cog_batched = results["ndpatch cog batched"]["median"]
+    targets_rows = [
+        target_row(f"npy best ({npy_key}) / hand-written ({hand_key})", npy_best / hand, 1.0),
+        target_row(f"npy best ({npy_key}) / limit", npy_best / limit_rate, 0.9),
+        target_row(f"npy +det best ({det_key}) / hand-written without boxes", det_best / hand, 0.8),
+        target_row("cog batched / direct GDAL COG", cog_batched / results["c: direct GDAL COG, 1 thread"]["median"],
+                   1.3),
+    ]
     rss = {name: worker_rss(PatchDataset(sampler, targets, task="detection"), args.rss_samples)
            for name, sampler in samplers.items()}
-    profile = profile_batched(samplers["npy"], targets[:1024])
+    profile, remaining = profile_remaining(samplers["npy"], tables["npy"].take(np.arange(min(n, 1024))),
+                                           out, 1e6 / limit_rate)
 
     lines = ["# bench_dataloader", "",
-             f"{n} windows of {WINDOW}x{WINDOW}x3 uint8 from {args.images} images of {args.size}^2, batch {BATCH}, "
-             f"best of {args.repeats}; caches warmed; DataLoader rates exclude worker start-up.", "",
-             "| configuration | samples/s |", "|---|---|"]
-    lines += [f"| {k} | {v:,.0f} |" for k, v in results.items()]
-    lines += ["", "| ratio | configuration | value |", "|---|---|---|"]
-    lines += [f"| {k} | {cfg} | {v:.2f} |" for k, (cfg, v) in ratios.items()]
+             f"{n} windows of {WINDOW}x{WINDOW}x3 uint8 from {args.images} landscape images of {args.size}^2, "
+             f"batch {BATCH}; median of {args.repeats} interleaved runs (min–max); caches warmed; loaders in "
+             "steady state (after one epoch).", "",
+             "| configuration | samples/s |", "|---|---:|"]
+    lines += [f"| {k} | {spread(v)} |" for k, v in results.items()]
+    lines += ["", "| target | value | goal | met |", "|---|---:|---:|---|"]
+    lines += [f"| {t['target']} | {t['value']:.2f} | {t['op']} {t['goal']} | {'met' if t['met'] else 'NOT MET'} |"
+              for t in targets_rows]
     lines += ["", f"RSS per DataLoader worker (MB), PatchDataset +det, 2 workers, after 1,000 and "
               f"{args.rss_samples:,} samples:", "", "| backend | after 1,000 | after "
               f"{args.rss_samples:,} |", "|---|---|---|"]
     lines += [f"| {name} | {', '.join(f'{v:.0f}' for v in r.get('1000', []))} | "
               f"{', '.join(f'{v:.0f}' for v in r.get(str(args.rss_samples), []))} |" for name, r in rss.items()]
-    lines += ["", "Profile: batched npy path with detection annotations, 1,024 windows (tottime):", "",
+    lines += ["", "What remains per sample, `PatchDataset(task='detection').__getitems__` on npy, 1,024 windows "
+              f"(one run): {remaining['total_us_per_sample']:.1f} µs a sample, of which the copy (the limit) is "
+              f"{remaining['copy_us_per_sample']:.1f} µs; the rest, "
+              f"{remaining['remaining_us_per_sample']:.1f} µs, by function (tottime):", "",
               "```", profile.strip(), "```"]
     save_results("bench_dataloader", "\n".join(lines),
-                 {"samples_per_s": results, "ratios": {k: v for k, (_, v) in ratios.items()}, "worker_rss_mb": rss})
+                 {"samples_per_s": results, "targets": targets_rows, "worker_rss_mb": rss, "remaining": remaining},
+                 out=args.out)
     print("\n".join(lines))
 
 

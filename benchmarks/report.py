@@ -41,3 +41,30 @@ def spread(row: dict, digits: int = 0) -> str:
     '2 (1–3)'
     """
     return f"{row['median']:.{digits}f} ({row['min']:.{digits}f}–{row['max']:.{digits}f})"
+
+
+def interleaved(runs: dict, repeats: int) -> dict[str, dict]:
+    """``{name: median_row}`` of ``repeats`` rounds, each calling every ``runs[name]()`` once, in turn.
+
+    Interleaving spreads a noisy neighbour's load over every configuration
+    instead of penalising whichever ran while it was busy.
+
+    >>> rows = interleaved({"a": lambda: 1.0, "b": lambda: 2.0}, repeats=3)
+    >>> rows["b"]["median"], rows["a"]["runs"]
+    (2.0, [1.0, 1.0, 1.0])
+    """
+    values: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            values[name].append(run())
+    return {name: median_row(v) for name, v in values.items()}
+
+
+def target_row(target: str, value: float | None, goal: float, op: str = ">=") -> dict:
+    """One target as every benchmark records it (``make bench`` prints them all with met / not met).
+
+    >>> target_row("x >= 2", 2.5, 2.0)["met"], target_row("y <= 1", 1.5, 1.0, "<=")["met"]
+    (True, False)
+    """
+    met = None if value is None else bool(value >= goal if op == ">=" else value <= goal)
+    return {"target": target, "value": value, "goal": goal, "op": op, "met": met}
