@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import ndpatch
 from ndpatch.annots import WindowAnnots
 from ndpatch.demo import make_dataset
-from ndpatch.errors import NdpatchError, TargetError
+from ndpatch.errors import NdpatchError, TargetError, UnknownImageError
 
 BACKENDS = [None, "npy", "cog"]
 
@@ -129,10 +129,31 @@ def test_bad_batches_raise_errors_naming_the_image(samplers):
         sampler.load_batch(sizes[:1], out=np.zeros((1, 8, 8, 3), np.uint16))
 
 
+def test_an_error_names_the_bad_target_and_its_position(samplers):
+    sampler = samplers[1]
+    good = {"gid": 1, "space_slice": (slice(0, 8), slice(0, 8))}
+    with pytest.raises(UnknownImageError, match=r"target 2 of the batch \(\{'gid': 99.*\): .*99"):
+        sampler.load_batch([good, good, {"gid": 99, "space_slice": (slice(0, 8), slice(0, 8))}])
+    with pytest.raises(TargetError, match=r"target 1 of the batch \(\{'gid': 1, 'cx': 5\}\)"):
+        sampler.load_batch([good, {"gid": 1, "cx": 5}])
+    table = sampler.window_table([good, {**good, "space_slice": (slice(0, 9), slice(0, 8))}])
+    with pytest.raises(TargetError, match=r"target 1 of the batch .*one shape and dtype"):
+        sampler.load_batch(table)
+
+
+@pytest.fixture(scope="module")
+def rgb_samplers(rgb_dset, tmp_path_factory):
+    """One sampler of the RGB dataset per backend (``'auto'``: the default)."""
+    workdir = tmp_path_factory.mktemp("rgb-cache")
+    return {backend: make_sampler(rgb_dset, backend, workdir) for backend in [*BACKENDS, "auto"]}
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "auto"], ids=str)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_any_batch_equals_per_target_reads(rgb_dset, tmp_path_factory, data):
-    sampler = ndpatch.CocoSampler(rgb_dset)
+def test_any_batch_equals_per_target_reads(rgb_samplers, backend, data):
+    """In-bounds, edge and outside windows: the columnar path (dicts, or a window table) equals load_sample."""
+    sampler = rgb_samplers[backend]
     height = data.draw(st.integers(1, 40), label="height")
     width = data.draw(st.integers(1, 40), label="width")
     n = data.draw(st.integers(1, 6), label="batch")
@@ -144,6 +165,10 @@ def test_any_batch_equals_per_target_reads(rgb_dset, tmp_path_factory, data):
         c = data.draw(st.integers(-width - 2, w + 2))
         targets.append({"gid": gid, "space_slice": (slice(r, r + height), slice(c, c + width))})
     assert_batch_matches_samples(sampler, targets, sampler.load_batch(targets, threads=2))
+    table = sampler.window_table(targets)
+    order = data.draw(st.permutations(range(n)), label="order")
+    from_table = sampler.load_batch(table.take(order), threads=1)
+    assert_batch_matches_samples(sampler, [targets[i] for i in order], from_table)
 
 
 def test_window_annots_are_lazy_and_pickle_as_dicts(rgb_dset):
