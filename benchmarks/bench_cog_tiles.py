@@ -9,7 +9,8 @@ data (``--cachemax``, 8 MB), each lossless configuration (blocksize × predictor
   128, 256, 512 and 1024 pixels (the median of ``--repeats`` interleaved runs,
   min–max beside it);
 * cache size, and its ratio to the 256-tile ZSTD cache with GDAL's defaults
-  (ndpatch's default before this benchmark chose one);
+  (ndpatch's default before this benchmark chose one), on this texture and on
+  a smoother one (:func:`texture.smooth`: the predictor matters more there);
 * conversion time per image, and its ratio to ``gdal_translate -of COG`` with
   the same creation options on the same file.
 
@@ -36,12 +37,12 @@ import numpy as np
 
 from ndpatch import gdalio
 from ndpatch.cache import make_backend
-from ndpatch.cache.cog import cog_options
+from ndpatch.cache.cog import DEFAULT_BLOCKSIZE, cog_options
 from ndpatch.demo import write_raster
 from ndpatch.index import DatasetIndex
 from ndpatch.sampler import CocoSampler
-from report import median_row, save_results, spread
-from texture import landscape
+from report import median_row, save_results, spread, target_row, target_table
+from texture import landscape_dataset, smooth
 
 HERE = Path(__file__).resolve().parent
 SIZE = 4096
@@ -51,23 +52,24 @@ COUNTS = {128: 400, 256: 300, 512: 100, 1024: 30}
 #: Lossless configurations measured: (blocksize, predictor, ZSTD level; None = GDAL's default, 9).
 CONFIGS = [(b, p, lvl) for b in (128, 256, 512) for p in (True, False) for lvl in (None, 1)]
 BASELINE = (256, True, None)
+#: ndpatch's COG defaults (blocksize, predictor, level), as CogBackend() sets them.
+DEFAULTS = (DEFAULT_BLOCKSIZE, True, None)
 
 
-def make_images(dpath: Path, n_images: int) -> str:
-    """``n_images`` landscape GeoTIFFs (striped DEFLATE: the backend converts them) and their kwcoco json."""
-    import kwcoco
-    fpath = dpath / f"landscape{n_images}.kwcoco.json"
-    if fpath.exists():
-        return str(fpath)
-    dpath.mkdir(parents=True, exist_ok=True)
-    dset = kwcoco.CocoDataset()
-    for i in range(n_images):
-        path = dpath / f"landscape_{i:02d}.tif"
-        if not path.exists():
-            write_raster(path, landscape(SIZE, seed=100 + i), options=["COMPRESS=DEFLATE"])
-        dset.add_image(file_name=str(path), width=SIZE, height=SIZE)
-    dset.dump(str(fpath))
-    return str(fpath)
+def smooth_sizes(dpath: Path, configs: list[tuple]) -> dict[tuple, int]:
+    """Bytes of each configuration's COG of one smooth 2048² image (``gdal.Translate``, same options)."""
+    from osgeo import gdal
+    source = dpath / "smooth.tif"
+    if not source.exists():
+        write_raster(source, smooth(2048, seed=7), options=["COMPRESS=DEFLATE"])
+    sizes = {}
+    for config in configs:
+        dest = dpath / "smooth-cog.tif"
+        options = cog_options({**settings_of(config), "overviews": True, "threads": 1}, np.dtype("uint8"), 3)
+        gdal.Translate(str(dest), str(source), format="COG", creationOptions=options)
+        sizes[config] = dest.stat().st_size
+        dest.unlink()
+    return sizes
 
 
 def settings_of(config: tuple) -> dict:
@@ -142,10 +144,15 @@ def ndsampler_rate(dset_path: str, workdir: Path, windows, size: int, repeats: i
     return rates
 
 
-def choose(rows: list[dict], size_limit: float, warmup_limit: float, tolerance: float = 0.10) -> dict:
-    """The rule: within the size and warmup limits, the smallest cache among those within ``tolerance`` of
-    the fastest on 256² windows (imagery smoother than this texture favours the predictor's smaller files)."""
-    eligible = [r for r in rows if r["size_ratio"] <= size_limit and r["warmup_ratio"]["median"] <= warmup_limit]
+def choose(rows: list[dict], size_limit: float, tolerance: float = 0.10) -> dict:
+    """The rule: within the size limit (on both textures), the smallest cache among those within
+    ``tolerance`` of the fastest on 256² windows.
+
+    The warmup ratio is a target on the chosen setting, not a filter: both sides of it convert
+    with the same creation options, so it measures ndpatch's own overhead, the same for every
+    setting (on a busy machine its noise would otherwise pick the setting).
+    """
+    eligible = [r for r in rows if max(r["size_ratio"], r["smooth_size_ratio"]) <= size_limit]
     fastest = max(r["windows_per_s"]["256"]["median"] for r in eligible)
     close = [r for r in eligible if r["windows_per_s"]["256"]["median"] >= (1 - tolerance) * fastest]
     return min(close, key=lambda r: (r["nbytes"], -r["windows_per_s"]["256"]["median"]))
@@ -153,7 +160,7 @@ def choose(rows: list[dict], size_limit: float, warmup_limit: float, tolerance: 
 
 def run(args: argparse.Namespace) -> dict:
     gdalio.configure(cachemax_mb=args.cachemax)
-    dset_path = make_images(args.data, args.images)
+    dset_path = landscape_dataset(args.data, args.images, SIZE)
     counts = {size: max(5, int(n * args.scale)) for size, n in COUNTS.items()}
     windows = {size: windows_of(args.images, size, counts[size], args.seed) for size in WINDOWS}
     root = Path(tempfile.mkdtemp(prefix="cog-tiles-", dir=args.data))
@@ -175,6 +182,7 @@ def run(args: argparse.Namespace) -> dict:
                 for size in WINDOWS:
                     rates[config][size].append(throughput(samplers[config], windows[size], size))
             print(f"  run {repeat + 1}/{args.repeats} done", flush=True)
+        smooth_bytes = smooth_sizes(args.data, CONFIGS)
         nds = ndsampler_rate(dset_path, root / "ndsampler", windows[256], 256, args.repeats)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -186,22 +194,23 @@ def run(args: argparse.Namespace) -> dict:
         rows.append({"config": settings_of(config), "label": label(config),
                      "windows_per_s": {str(size): median_row(rates[config][size]) for size in WINDOWS},
                      "nbytes": runs[0]["nbytes"], "size_ratio": runs[0]["nbytes"] / base_bytes,
+                     "smooth_size_ratio": smooth_bytes[config] / smooth_bytes[BASELINE],
                      "s_per_image": median_row([r["s_per_image"] for r in runs]),
                      "warmup_ratio": median_row(ratios)})
-    chosen = choose(rows, args.size_limit, args.warmup_limit)
+    chosen = choose(rows, args.size_limit)
     nds_row = None if nds is None else median_row(nds)
+    ratio = None if nds_row is None else chosen["windows_per_s"]["256"]["median"] / nds_row["median"]
     targets = [
-        {"target": "chosen cog >= 2x ndsampler 0.8.1 cog, 256² windows",
-         "value": None if nds_row is None else chosen["windows_per_s"]["256"]["median"] / nds_row["median"],
-         "goal": 2.0, "op": ">="},
-        {"target": f"chosen cache <= {args.size_limit}x the 256-tile cache", "value": chosen["size_ratio"],
-         "goal": args.size_limit, "op": "<="},
-        {"target": f"chosen warmup <= {args.warmup_limit}x gdal_translate", "value": chosen["warmup_ratio"]["median"],
-         "goal": args.warmup_limit, "op": "<="},
+        target_row("chosen cog >= 2x ndsampler 0.8.1 cog, 256² windows", ratio, 2.0),
+        target_row(f"chosen cache <= {args.size_limit}x the 256-tile cache", chosen["size_ratio"],
+                   args.size_limit, "<="),
+        target_row(f"chosen cache <= {args.size_limit}x the 256-tile cache, smooth imagery",
+                   chosen["smooth_size_ratio"], args.size_limit, "<="),
+        target_row(f"chosen warmup <= {args.warmup_limit}x gdal_translate", chosen["warmup_ratio"]["median"],
+                   args.warmup_limit, "<="),
+        target_row(f"chosen = ndpatch's defaults ({label(DEFAULTS)}): 1 = yes", float(chosen["config"]
+                   == settings_of(DEFAULTS)), 1.0),
     ]
-    for t in targets:
-        t["met"] = None if t["value"] is None else bool(t["value"] >= t["goal"] if t["op"] == ">="
-                                                        else t["value"] <= t["goal"])
     return {"rows": rows, "chosen": chosen["config"], "ndsampler_cog_256": nds_row, "targets": targets,
             "setup": {"images": args.images, "size": SIZE, "windows": counts, "repeats": args.repeats,
                       "gdal_cachemax_mb": args.cachemax, "texture": "benchmarks/texture.py landscape()",
@@ -216,22 +225,19 @@ def markdown(result: dict) -> str:
              f"random windows per size {setup['windows']}; windows/s are the median of {setup['repeats']} "
              "interleaved runs (min–max).", "",
              "| configuration | " + " | ".join(f"{s}² windows/s" for s in WINDOWS)
-             + " | cache MB | size vs 256 default | s/image | vs gdal_translate |",
-             "|---|" + "---:|" * (len(WINDOWS) + 4)]
+             + " | cache MB | size vs 256 default | smooth: size vs 256 default | s/image | vs gdal_translate |",
+             "|---|" + "---:|" * (len(WINDOWS) + 5)]
     for row in result["rows"]:
         cells = [spread(r) for r in row["windows_per_s"].values()]
         mark = " **(chosen)**" if row["config"] == result["chosen"] else ""
         lines.append(f"| {row['label']}{mark} | " + " | ".join(cells)
-                     + f" | {row['nbytes'] / 2**20:.1f} | {row['size_ratio']:.2f} | {spread(row['s_per_image'], 2)}"
+                     + f" | {row['nbytes'] / 2**20:.1f} | {row['size_ratio']:.2f} | {row['smooth_size_ratio']:.2f}"
+                     f" | {spread(row['s_per_image'], 2)}"
                      f" | {spread(row['warmup_ratio'], 2)} |")
     nds = result["ndsampler_cog_256"]
     if nds is not None:
         lines += ["", f"ndsampler 0.8.1 cog (lossy JPEG), 256² windows: {spread(nds)} windows/s."]
-    lines += ["", "| target | value | met |", "|---|---:|---|"]
-    for t in result["targets"]:
-        value = "n/a" if t["value"] is None else f"{t['value']:.2f}"
-        met = "n/a" if t["met"] is None else ("met" if t["met"] else "NOT MET")
-        lines.append(f"| {t['target']} | {value} | {met} |")
+    lines += ["", *target_table(result["targets"])]
     return "\n".join(lines) + "\n"
 
 

@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 import ndpatch
 from ndpatch.demo import write_raster
 from ndpatch.torch import PatchDataset, collate, worker_init
-from report import interleaved, save_results, spread, target_row
+from report import interleaved, save_results, spread, target_row, target_table
 from texture import landscape
 
 WINDOW = 256
@@ -252,9 +252,7 @@ def report(args: argparse.Namespace, tmp: Path) -> None:
              "steady state (after one epoch).", "",
              "| configuration | samples/s |", "|---|---:|"]
     lines += [f"| {k} | {spread(v)} |" for k, v in results.items()]
-    lines += ["", "| target | value | goal | met |", "|---|---:|---:|---|"]
-    lines += [f"| {t['target']} | {t['value']:.2f} | {t['op']} {t['goal']} | {'met' if t['met'] else 'NOT MET'} |"
-              for t in targets_rows]
+    lines += ["", *target_table(targets_rows)]
     lines += ["", f"RSS per DataLoader worker (MB), PatchDataset +det, 2 workers, after 1,000 and "
               f"{args.rss_samples:,} samples:", "", "| backend | after 1,000 | after "
               f"{args.rss_samples:,} |", "|---|---|---|"]

@@ -15,6 +15,7 @@ Writes benchmarks/results/bench_export.{md,json}.
 from __future__ import annotations
 
 import argparse
+import itertools
 import shutil
 import tempfile
 import time
@@ -28,7 +29,7 @@ from ndpatch.demo import write_raster
 from ndpatch.export import export
 from ndpatch.export.base import GEOTIFF_OPTIONS
 from ndpatch.sampler import CocoSampler
-from report import save_results
+from report import interleaved, save_results, spread, target_row, target_table
 
 
 def make_scene(root: Path, height: int, width: int) -> kwcoco.CocoDataset:
@@ -62,10 +63,6 @@ def naive(src: str, windows: np.ndarray, window: int, out: Path) -> float:
     return time.perf_counter() - t0
 
 
-#: Warm exports are timed this many times each (best kept): one run is noisy on a shared 2-core machine.
-REPEATS = 3
-
-
 def timed_export(dset, out: Path, window: int, workers: int, workdir: str) -> float:
     sampler = CocoSampler(dset, backend="npy", workdir=workdir)
     t0 = time.perf_counter()
@@ -78,43 +75,53 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=4096, help="scene height (512 chips at the defaults: enough to amortise worker start-up)")
     parser.add_argument("--width", type=int, default=8192, help="scene width (the naive way decodes whole strips)")
     parser.add_argument("--window", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench_export_"))
     try:
         dset = make_scene(root / "src", args.height, args.width)
         cache = str(root / "cache")
-        cold_s = timed_export(dset, root / "cold", args.window, 1, cache)
-        windows = np.load(root / "cold/.ndpatch-export/plan.npy")
+        timed_export(dset, root / "plan", args.window, 1, cache)  # converts the source: warms `cache`
+        windows = np.load(root / "plan/.ndpatch-export/plan.npy")
         n = len(windows)
-        naive_s = naive(str(dset.get_image_fpath(1)), windows, args.window, root / "naive")
-        # warm runs: best of REPEATS, alternating 1 and 2 workers so both see the same machine state
-        warm1_s = warm2_s = float("inf")
-        for k in range(REPEATS):
-            warm1_s = min(warm1_s, timed_export(dset, root / f"warm1_{k}", args.window, 1, cache))
-            warm2_s = min(warm2_s, timed_export(dset, root / f"warm2_{k}", args.window, 2, cache))
+        runs = itertools.count()  # a fresh output folder (and, cold, a fresh cache) for every run
+
+        def run(kind: str):
+            def measure() -> float:
+                k = next(runs)
+                if kind == "naive":
+                    return n / naive(str(dset.get_image_fpath(1)), windows, args.window, root / f"naive_{k}")
+                workers = 2 if kind == "warm_2w" else 1
+                workdir = str(root / f"cold_cache_{k}") if kind == "cold_1w" else cache
+                return n / timed_export(dset, root / f"{kind}_{k}", args.window, workers, workdir)
+            return measure
+        # interleaved: every method sees the same machine state in each round
+        rates = interleaved({kind: run(kind) for kind in ("naive", "cold_1w", "warm_1w", "warm_2w")}, args.repeats)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    rates = {"naive": n / naive_s, "cold_1w": n / cold_s, "warm_1w": n / warm1_s, "warm_2w": n / warm2_s}
-    ratios = {"warm_1w_vs_naive": rates["warm_1w"] / rates["naive"],
-              "warm_2w_vs_naive": rates["warm_2w"] / rates["naive"],
-              "cold_1w_vs_naive": rates["cold_1w"] / rates["naive"],
-              "2w_vs_1w_warm": rates["warm_2w"] / rates["warm_1w"]}
+    median = {kind: row["median"] for kind, row in rates.items()}
+    ratios = {"warm_1w_vs_naive": median["warm_1w"] / median["naive"],
+              "warm_2w_vs_naive": median["warm_2w"] / median["naive"],
+              "cold_1w_vs_naive": median["cold_1w"] / median["naive"],
+              "2w_vs_1w_warm": median["warm_2w"] / median["warm_1w"]}
+    targets = [target_row("export warm 1 worker >= 3x naive", ratios["warm_1w_vs_naive"], 3.0),
+               target_row("export 2 workers >= 1.6x 1 worker (warm)", ratios["2w_vs_1w_warm"], 1.6)]
     lines = [
         "# bench_export",
         "",
         f"{n} chips of {args.window}x{args.window} from one {args.height}x{args.width} RGB LZW GeoTIFF "
-        f"(40 polygons); ndpatch writes image + label chips, naive writes image chips; warm runs best of {REPEATS}.",
+        f"(40 polygons); ndpatch writes image + label chips, naive writes image chips; chips/s: median of "
+        f"{args.repeats} interleaved runs (min–max).",
         "",
         "| method | chips/s | vs naive |",
         "|---|---|---|",
-        *(f"| {name} | {rate:.1f} | {rate / rates['naive']:.2f} |" for name, rate in rates.items()),
+        *(f"| {name} | {spread(row, 1)} | {row['median'] / median['naive']:.2f} |" for name, row in rates.items()),
         "",
-        f"2 workers / 1 worker (warm): {ratios['2w_vs_1w_warm']:.2f}. "
-        "Targets: warm ≥ 3× naive; 2 workers ≥ 1.6× 1 worker.",
+        *target_table(targets),
     ]
     report = "\n".join(lines)
     print(report)
-    save_results("bench_export", report, {"chips": n, "rates": rates, "ratios": ratios})
+    save_results("bench_export", report, {"chips": n, "rates": rates, "ratios": ratios, "targets": targets})
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ Builds COCO-style dataset dicts with N annotations over N/10 images, then:
 - 100,000 positive and 100,000 negative draws: rate, and the per-draw cost at
   the large size over the small one (size independence: ~1).
 
+Every figure is the median of ``--repeats`` runs (small and large interleaved),
+min–max beside it.
+
 Targets (issue 5): table for 1,000,000 annotations ≤ 10 s and ≤ 2 GB; per-draw ratio ~1.
 
 Run: .venv/bin/python benchmarks/bench_regions.py [--small 100000] [--large 1000000] [--draws 100000]
@@ -23,7 +26,7 @@ import numpy as np
 import psutil
 
 from ndpatch.regions import Regions
-from report import save_results
+from report import median_row, save_results, spread, target_row, target_table
 
 
 def synthetic_dataset(n_annots: int, seed: int = 0) -> dict:
@@ -105,41 +108,52 @@ def measure(n_annots: int, n_draws: int) -> dict:
     }
 
 
+ROWS = [("table build (s)", "table_s", 2), ("table build / raw box extraction", "table_vs_raw", 2),
+        ("table peak RSS growth (MB)", "table_peak_rss_mb", 0), ("process RSS incl. dataset dicts (MB)",
+                                                                  "process_rss_mb", 0),
+        ("positive draw (µs)", "positive_us", 1), ("balanced positive draw (µs)", "balanced_positive_us", 1),
+        ("negative draw (µs)", "negative_us", 1)]
+DRAWS = ("positive_us", "balanced_positive_us", "negative_us")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=100_000)
     parser.add_argument("--large", type=int, default=1_000_000)
     parser.add_argument("--draws", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    small = measure(args.small, args.draws)
-    large = measure(args.large, args.draws)
-    ratios = {key: large[key] / small[key] for key in ("positive_us", "balanced_positive_us", "negative_us")}
+    runs = {"small": [], "large": []}
+    for _ in range(args.repeats):
+        runs["small"].append(measure(args.small, args.draws))
+        runs["large"].append(measure(args.large, args.draws))
+    small, large = ({key: median_row([run[key] for run in runs[size]]) for key in runs[size][0]}
+                    for size in ("small", "large"))
+    ratios = {key: large[key]["median"] / small[key]["median"] for key in DRAWS}
     lines = [
         "# bench_regions",
         "",
+        f"Median of {args.repeats} runs (min–max), small and large interleaved.",
+        "",
         "| measure | small | large | large / small |",
         "|---|---|---|---|",
-        f"| annotations / images | {small['annotations']:,} / {small['images']:,} | "
-        f"{large['annotations']:,} / {large['images']:,} | {large['annotations'] / small['annotations']:.0f} |",
-        f"| table build (s) | {small['table_s']:.2f} | {large['table_s']:.2f} | "
-        f"{large['table_s'] / small['table_s']:.1f} |",
-        f"| table build / raw box extraction | {small['table_vs_raw']:.2f} | {large['table_vs_raw']:.2f} | |",
-        f"| table peak RSS growth (MB) | {small['table_peak_rss_mb']:.0f} | {large['table_peak_rss_mb']:.0f} | |",
-        f"| process RSS incl. dataset dicts (MB) | {small['process_rss_mb']:.0f} | "
-        f"{large['process_rss_mb']:.0f} | |",
-        f"| positive draw (µs) | {small['positive_us']:.1f} | {large['positive_us']:.1f} | "
-        f"{ratios['positive_us']:.2f} |",
-        f"| balanced positive draw (µs) | {small['balanced_positive_us']:.1f} | "
-        f"{large['balanced_positive_us']:.1f} | {ratios['balanced_positive_us']:.2f} |",
-        f"| negative draw (µs) | {small['negative_us']:.1f} | {large['negative_us']:.1f} | "
-        f"{ratios['negative_us']:.2f} |",
-        "",
-        f"{args.draws:,} draws of each kind. Targets: table ≤ 10 s and ≤ 2 GB at 1,000,000 "
-        "annotations; per-draw ratios ~1 (cost independent of dataset size).",
+        f"| annotations / images | {args.small:,} / {int(small['images']['median']):,} | "
+        f"{args.large:,} / {int(large['images']['median']):,} | {args.large / args.small:.0f} |",
     ]
+    for name, key, digits in ROWS:
+        ratio = f"{ratios[key]:.2f}" if key in ratios else (
+            f"{large[key]['median'] / small[key]['median']:.1f}" if key == "table_s" else "")
+        lines.append(f"| {name} | {spread(small[key], digits)} | {spread(large[key], digits)} | {ratio} |")
+    targets = [target_row(f"targets table at {args.large:,} annotations <= 10 s", large["table_s"]["median"],
+                          10.0, "<="),
+               target_row(f"targets table peak RSS at {args.large:,} annotations <= 2048 MB",
+                          large["table_peak_rss_mb"]["median"], 2048.0, "<="),
+               *(target_row(f"{name} large / small <= 1.5", value, 1.5, "<=") for name, value in ratios.items())]
+    lines += ["", f"{args.draws:,} draws of each kind; per-draw ratios ~1: cost independent of dataset size.", "",
+              *target_table(targets)]
     report = "\n".join(lines)
     print(report)
-    save_results("bench_regions", report, {"small": small, "large": large, "ratios": ratios})
+    save_results("bench_regions", report, {"small": small, "large": large, "ratios": ratios, "targets": targets})
 
 
 if __name__ == "__main__":

@@ -60,11 +60,31 @@ def interleaved(runs: dict, repeats: int) -> dict[str, dict]:
     return {name: median_row(v) for name, v in values.items()}
 
 
-def target_row(target: str, value: float | None, goal: float, op: str = ">=") -> dict:
+def target_row(target: str, value: float | None, goal: float | None, op: str = ">=") -> dict:
     """One target as every benchmark records it (``make bench`` prints them all with met / not met).
+
+    ``goal=None`` records a figure the issue lists without a target (``met`` is None).
 
     >>> target_row("x >= 2", 2.5, 2.0)["met"], target_row("y <= 1", 1.5, 1.0, "<=")["met"]
     (True, False)
     """
-    met = None if value is None else bool(value >= goal if op == ">=" else value <= goal)
+    met = None if value is None or goal is None else bool(value >= goal if op == ">=" else value <= goal)
     return {"target": target, "value": value, "goal": goal, "op": op, "met": met}
+
+
+def target_table(targets: list[dict]) -> list[str]:
+    """The markdown lines of a benchmark's :func:`target_row` results.
+
+    >>> print("\\n".join(target_table([target_row("x", 2.5, 2.0), target_row("y", 0.5, None)])))
+    | target | value | goal | met |
+    |---|---:|---:|---|
+    | x | 2.50 | >= 2.0 | met |
+    | y | 0.50 | — | n/a |
+    """
+    lines = ["| target | value | goal | met |", "|---|---:|---:|---|"]
+    for t in targets:
+        value = "n/a" if t["value"] is None else f"{t['value']:.2f}"
+        goal = "—" if t["goal"] is None else f"{t['op']} {t['goal']}"
+        met = {True: "met", False: "NOT MET", None: "n/a"}[t["met"]]
+        lines.append(f"| {t['target']} | {value} | {goal} | {met} |")
+    return lines

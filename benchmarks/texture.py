@@ -7,7 +7,9 @@ download) the benchmarks use :func:`landscape`: a 1/f^β spectral noise field
 agricultural fields (a Voronoi partition, each field its own tone and
 texture strength), a few straight roads, and a little sensor noise. Colour
 channels are correlated as in real RGB. :func:`photo` makes a smaller
-"photo": the same texture at a coarser scale, for PNG/JPEG datasets.
+"photo": the same texture at a coarser scale, for PNG/JPEG datasets;
+:func:`smooth` the landscape seen through softer optics (smoother imagery, on
+which lossless codecs depend more on their predictor).
 
 Example:
     >>> pixels = landscape(256, seed=0)
@@ -76,3 +78,38 @@ def landscape(size: int, seed: int = 0, n_fields: int = 60) -> np.ndarray:
 def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
     """A ``height``×``width``×3 uint8 photo-like image (the landscape texture, cropped)."""
     return landscape(max(height, width), seed=seed, n_fields=12)[:height, :width]
+
+
+def smooth(size: int, seed: int = 0, sigma: float = 3.0) -> np.ndarray:
+    """The landscape blurred by a Gaussian of ``sigma`` pixels: smoother imagery (higher resolution, softer optics).
+
+    >>> smooth(64, seed=0).std() < landscape(64, seed=0).std()
+    True
+    """
+    import cv2
+    return cv2.GaussianBlur(landscape(size, seed=seed), (0, 0), sigma)
+
+
+def landscape_dataset(dpath, n_images: int, size: int = 4096) -> str:
+    """``n_images`` landscape GeoTIFFs (striped DEFLATE: caches convert them) and a kwcoco json over them.
+
+    Made once under ``dpath`` (benchmarks/.data, not committed); returns the json's path.
+    """
+    from pathlib import Path
+
+    import kwcoco
+
+    from ndpatch.demo import write_raster
+    dpath = Path(dpath)
+    fpath = dpath / f"landscape{size}x{n_images}.kwcoco.json"
+    if fpath.exists():
+        return str(fpath)
+    dpath.mkdir(parents=True, exist_ok=True)
+    dset = kwcoco.CocoDataset()
+    for i in range(n_images):
+        path = dpath / f"landscape_{size}_{i:02d}.tif"
+        if not path.exists():
+            write_raster(path, landscape(size, seed=100 + i), options=["COMPRESS=DEFLATE"])
+        dset.add_image(file_name=str(path), width=size, height=size)
+    dset.dump(str(fpath))
+    return str(fpath)
