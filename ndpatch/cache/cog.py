@@ -52,7 +52,7 @@ MAX_IN_PLACE_TILE = 1024
 PREDICTOR_CODECS = {"LZW", "DEFLATE", "ZSTD"}
 #: The default COG tile size, chosen by benchmarks/bench_cog_tiles.py (docs/cache.md, "COG settings"):
 #: a 256² window at a random offset decodes 9 tiles of 128² (2.25× its pixels) instead of 4 of 256²
-#: (4×), about 1.6× faster to read, for a cache of the same size (ZSTD + predictor).
+#: (4×): faster to read, for a cache of about the same size (ZSTD + predictor; measured figures there).
 DEFAULT_BLOCKSIZE = 128
 
 
