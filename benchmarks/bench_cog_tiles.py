@@ -37,7 +37,7 @@ import numpy as np
 
 from ndpatch import gdalio
 from ndpatch.cache import make_backend
-from ndpatch.cache.cog import DEFAULT_BLOCKSIZE, cog_options
+from ndpatch.cache.cog import DEFAULT_BLOCKSIZE, DEFAULT_LEVELS, cog_options
 from ndpatch.demo import write_raster
 from ndpatch.index import DatasetIndex
 from ndpatch.sampler import CocoSampler
@@ -49,11 +49,12 @@ SIZE = 4096
 WINDOWS = (128, 256, 512, 1024)
 #: Windows timed per window size and run (fewer for the big ones, which cost more each).
 COUNTS = {128: 400, 256: 300, 512: 100, 1024: 30}
-#: Lossless configurations measured: (blocksize, predictor, ZSTD level; None = GDAL's default, 9).
-CONFIGS = [(b, p, lvl) for b in (128, 256, 512) for p in (True, False) for lvl in (None, 1)]
-BASELINE = (256, True, None)
+#: Lossless configurations measured: (blocksize, predictor, ZSTD level; 9 is GDAL's default).
+CONFIGS = [(b, p, lvl) for b in (128, 256, 512) for p in (True, False) for lvl in (9, 1)]
+#: ndpatch's default before this benchmark: 256-pixel tiles, ZSTD with the predictor at GDAL's level.
+BASELINE = (256, True, 9)
 #: ndpatch's COG defaults (blocksize, predictor, level), as CogBackend() sets them.
-DEFAULTS = (DEFAULT_BLOCKSIZE, True, None)
+DEFAULTS = (DEFAULT_BLOCKSIZE, True, DEFAULT_LEVELS["ZSTD"])
 
 
 def smooth_sizes(dpath: Path, configs: list[tuple]) -> dict[tuple, int]:
@@ -83,7 +84,7 @@ def label_dir(config: tuple) -> str:
 
 def label(config: tuple) -> str:
     blocksize, predictor, level = config
-    return f"{blocksize} px, predictor {'yes' if predictor else 'no'}, level {level or 'default'}"
+    return f"{blocksize} px, predictor {'yes' if predictor else 'no'}, level {level}"
 
 
 def convert(dset_path: str, workdir: Path, config: tuple, scratch: Path) -> dict:

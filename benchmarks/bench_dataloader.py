@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import tempfile
 import time
@@ -249,7 +250,9 @@ def report(args: argparse.Namespace, tmp: Path) -> None:
     lines = ["# bench_dataloader", "",
              f"{n} windows of {WINDOW}x{WINDOW}x3 uint8 from {args.images} landscape images of {args.size}^2, "
              f"batch {BATCH}; median of {args.repeats} interleaved runs (min–max); caches warmed; loaders in "
-             "steady state (after one epoch).", "",
+             f"steady state (after one epoch); torch {torch.get_num_threads()} intra-op threads, "
+             f"{psutil.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end (the default "
+             "collate's torch.stack slows down sharply when those threads compete for busy cores).", "",
              "| configuration | samples/s |", "|---|---:|"]
     lines += [f"| {k} | {spread(v)} |" for k, v in results.items()]
     lines += ["", *target_table(targets_rows)]

@@ -6,7 +6,7 @@ from osgeo import gdal
 
 from ndpatch.cache import make_backend
 from ndpatch.cache.base import ImageSource
-from ndpatch.cache.cog import DEFAULT_BLOCKSIZE
+from ndpatch.cache.cog import DEFAULT_BLOCKSIZE, cog_options
 from ndpatch.demo import write_raster
 from ndpatch.errors import CacheConversionError
 from ndpatch.testing import BackendConformance
@@ -40,6 +40,16 @@ def test_cog_keeps_georeferencing_and_band_metadata(tmp_path):
         assert (c.GetNoDataValue(), c.GetDescription(), c.GetColorInterpretation()) == \
             (s.GetNoDataValue(), s.GetDescription(), s.GetColorInterpretation())
     np.testing.assert_array_equal(cog.ReadAsArray(), src.ReadAsArray())
+
+
+def test_default_codec_level_and_predictor_reach_gdal(tmp_path):
+    def options(**settings):
+        backend = make_backend("cog", workdir=str(tmp_path), **settings)
+        return cog_options({**backend.settings, "threads": 1}, np.dtype("uint8"), 3)
+    assert {"COMPRESS=ZSTD", "LEVEL=1", "PREDICTOR=YES", "BLOCKSIZE=128"} <= set(options(compress="ZSTD"))
+    assert "LEVEL=9" in options(compress="ZSTD", level=9)
+    assert not any(o.startswith("LEVEL=") for o in options(compress="DEFLATE"))  # GDAL's own default
+    assert not any(o.startswith("PREDICTOR=") for o in options(compress="ZSTD", predictor=False))
 
 
 def test_tiled_lossless_source_is_read_in_place(tmp_path):
