@@ -16,6 +16,8 @@ import tempfile
 HERMETIC_ROOT = tempfile.mkdtemp(prefix="ndpatch-tests-")
 os.environ["XDG_CACHE_HOME"] = os.path.join(HERMETIC_ROOT, "xdg-cache")
 os.environ["NDPATCH_CACHE"] = os.path.join(HERMETIC_ROOT, "ndpatch-cache")
+# albumentations (docs/torch.md's examples) asks PyPI for a newer version on import: not from the tests.
+os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
 
 #: kwcoco demo datasets made before the first test (keys and keyword arguments as the tests use them).
 DEMO_DATASETS = [("shapes2", {}), ("shapes8", {}), ("vidshapes2", {}), ("vidshapes8-multispectral", {})]
