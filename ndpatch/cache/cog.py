@@ -54,10 +54,6 @@ PREDICTOR_CODECS = {"LZW", "DEFLATE", "ZSTD"}
 #: a 256² window at a random offset decodes 9 tiles of 128² (2.25× its pixels) instead of 4 of 256²
 #: (4×): faster to read, for a cache of about the same size (ZSTD + predictor; measured figures there).
 DEFAULT_BLOCKSIZE = 128
-#: The codec level when none is given, per codec (GDAL's own default for the others), by the same
-#: benchmark: ZSTD level 1 reads as fast as GDAL's default 9 and converts about twice as fast,
-#: for a cache within the size limit there.
-DEFAULT_LEVELS = {"ZSTD": 1}
 
 
 def default_compress() -> str:
@@ -186,7 +182,8 @@ class CogBackend(KeyedCache):
         compress: ``'ZSTD'`` / ``'DEFLATE'`` / ``'LZW'`` (lossless, with a predictor) or
             ``'JPEG'`` (lossy, only when asked for); default ZSTD when available.
         predictor: use GDAL's horizontal predictor with ZSTD/DEFLATE/LZW (smaller files).
-        level: the codec's compression level (when None: :data:`DEFAULT_LEVELS`, else GDAL's default).
+        level: the codec's compression level (GDAL's default when None: 9 for ZSTD, chosen by the same
+            benchmark: it reads as fast as level 1, for a smaller cache on smooth imagery).
         quality: JPEG quality.
         overviews: write internal overviews.
         in_place: read tiled lossless GeoTIFF sources without converting them.
@@ -212,9 +209,8 @@ class CogBackend(KeyedCache):
         if int(blocksize) < 128 or int(blocksize) % 16:
             raise NdpatchError(f"COG blocksize must be a multiple of 16 and >= 128, not {blocksize}")
         super().__init__(workdir, content_hash, progress, cache_max_bytes)
-        compress = (compress or default_compress()).upper()
-        self.settings = {"blocksize": int(blocksize), "compress": compress,
-                         "level": DEFAULT_LEVELS.get(compress) if level is None else int(level), "quality": int(quality), "overviews": bool(overviews),
+        self.settings = {"blocksize": int(blocksize), "compress": (compress or default_compress()).upper(),
+                         "level": level, "quality": int(quality), "overviews": bool(overviews),
                          "in_place": bool(in_place), **({"allow_vrt": True} if allow_vrt else {}),
                          **({} if predictor else {"predictor": False})}
         self.threads = threads
