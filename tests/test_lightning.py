@@ -196,3 +196,14 @@ def test_the_example_trains_a_few_steps_on_cpu(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "trained 3 steps, last train loss" in done.stdout
     assert any((tmp_path / "cache").rglob("*.npy"))              # prepare_data filled the npy cache
+
+
+def test_sample_hooks_reach_the_train_split_only(splits):
+    def zeroed(sample):
+        return {**sample, "im": np.zeros_like(sample["im"])}
+    data = grid_module(splits, batch_transform=lambda batch: {**batch, "marked": True},
+                       train_options={"transform": zeroed})
+    data.setup("fit")
+    train, val = next(iter(data.train_dataloader())), next(iter(data.val_dataloader()))
+    assert train["marked"] and val["marked"]
+    assert (train["im"] == 0).all() and (val["im"] != 0).any()
