@@ -80,6 +80,10 @@ class SamplingError(NdpatchError, LookupError):
     """A sampling strategy with nothing to draw (no room for a negative, no preselected pool)."""
 
 
+class MissingNegativePool(SamplingError, AssertionError):
+    """A negative asked for by index when no negatives were preselected (ndsampler's name; an AssertionError)."""
+
+
 class ExportError(NdpatchError, ValueError):
     """An export, split or import that cannot be done as asked (unknown format, bad fractions)."""
 

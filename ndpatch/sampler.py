@@ -33,12 +33,13 @@ from ndpatch.masks import window_masks
 from ndpatch.params import SampleParams, window_affine
 from ndpatch.readers import BATCH_THREADS
 from ndpatch.record import ImageRecord, ImageRecords
-from ndpatch.target import Target, clip_window, parse_target
+from ndpatch.sampler_api import SAMPLE_OPTIONS, SamplerAPI, backend_spec
+from ndpatch.target import Target, clip_window, parse_target, sample_target
 from ndpatch.video import is_video_target, load_video_batch, load_video_sample
 from ndpatch.warp import read_aligned, read_resampled
 
 
-class CocoSampler:
+class CocoSampler(SamplerAPI):
     """Random access to windows of the images of a kwcoco / MS-COCO dataset.
 
     Args:
@@ -48,11 +49,16 @@ class CocoSampler:
         backend: ``'auto'`` (the default: tiled lossless GeoTIFFs are read in
             place, other images converted on first touch into the cache,
             npy or COG by size; docs/cache.md), ``'npy'``, ``'cog'``, a backend
-            instance, or ``None`` (read every source directly through GDAL).
+            instance, ndsampler's ``{'type': name, 'config': {...}}``, or ``None``
+            (read every source directly through GDAL).
         allow_vrt: also read GDAL VRT images, when every file they reference is
             inside the dataset's folder (off by default: a VRT can point at any
             file on the machine; docs/geo.md). Passed to the backend.
         backend_options: settings passed to the backend (e.g. ``blocksize``).
+
+    ndsampler 0.8.1's API that the read path does not need (counts, class
+    lookups, whole images, ``hashid``, the strategy loaders) comes from
+    :class:`~ndpatch.sampler_api.SamplerAPI`.
 
     Each request is parse → image record (:attr:`records`, resolved once per
     image and re-checked at most once a second: an edited or replaced source is
@@ -64,6 +70,7 @@ class CocoSampler:
         self.index = DatasetIndex(dset)
         self.workdir = workdir
         self.verbose = verbose
+        backend, backend_options = backend_spec(backend, backend_options)
         if allow_vrt and not isinstance(backend, (str, type(None))) and not getattr(backend, "allow_vrt", False):
             raise NdpatchError("allow_vrt=True with a backend instance that does not allow VRTs: "
                                "make the backend with allow_vrt=True")
@@ -74,11 +81,20 @@ class CocoSampler:
 
     # -- construction helpers (ndsampler compatible) --------------------------------
     @classmethod
-    def demo(cls, key: str = "shapes8", workdir: str | None = None, backend: Any = "auto",
+    def demo(cls, key: str = "shapes", workdir: str | None = None, backend: Any = "auto",
              **kwargs) -> "CocoSampler":
-        """A sampler over one of kwcoco's toy datasets (``'shapes8'``, ``'vidshapes8'``, ...)."""
+        """A sampler over one of kwcoco's toy datasets (``'shapes8'``, ``'vidshapes8'``, ...).
+
+        ``kwargs`` go to ``kwcoco.CocoDataset.demo`` (e.g. ``num_frames=5``). As in
+        ndsampler, ``'photos'`` loses its annotations without a box and gains a
+        ``background`` category (id 0).
+        """
         from ndpatch.demo import kwcoco_demo
-        return cls(kwcoco_demo(key), workdir=workdir, backend=backend, **kwargs)
+        dset = kwcoco_demo(key, **kwargs)
+        if key == "photos":
+            dset.remove_annotations([aid for aid, ann in dset.anns.items() if "bbox" not in ann])
+            dset.add_category("background", id=0)
+        return cls(dset, workdir=workdir, backend=backend)
 
     @property
     def dset(self):
@@ -122,11 +138,11 @@ class CocoSampler:
     def parse(self, target: dict) -> Target:
         """Validate a target dict into a :class:`~ndpatch.target.Target`."""
         return parse_target(target, annotation_box=self.index.annotation_box,
-                            image_dims=self._image_dims)
+                            image_dims=self._image_dims, describe=self.index.describe)
 
-    def load_sample(self, target: dict, with_annots: bool = True, annot_ids=None,
+    def load_sample(self, target: dict | None = None, with_annots: bool = True, annot_ids=None,
                     visible_thresh: float = 0.0, out: np.ndarray | None = None,
-                    with_masks: bool = False) -> dict:
+                    with_masks: bool = False, **kwargs) -> dict:
         """Read one window and the annotations inside it.
 
         Returns a dict with ``im`` (H×W×C, writable, C-contiguous; ``out`` when
@@ -139,7 +155,21 @@ class CocoSampler:
         ``class_id`` raster when it has one), ``instance_masks`` (N×H×W) and ``mask_aids``.
         Targets naming frames (``vidid`` / ``gids``) return T×H×W×C samples
         (:func:`ndpatch.video.load_video_sample`).
+
+        ndsampler 0.8.1's keywords (deprecated ``pad=``, ``dtype=``, ``padkw=``,
+        ``nodata=``, ``tr=``; ``with_annots`` as a list of fields) and target
+        options (``as_xarray``, ``finalize``, ``use_native_scale``, ...) are
+        handled by :class:`~ndpatch.sampler_api.SamplerAPI` (docs/porting.md).
         """
+        if kwargs or type(target) is not dict or type(with_annots) not in (bool, int) \
+                or not SAMPLE_OPTIONS.isdisjoint(target):
+            return self._load_ndsampler_sample(target, with_annots, annot_ids, visible_thresh, out,
+                                               with_masks, kwargs)
+        return self._sample(target, with_annots, annot_ids, visible_thresh, out, with_masks)
+
+    def _sample(self, target: dict, with_annots: bool, annot_ids, visible_thresh: float,
+                out: np.ndarray | None, with_masks: bool) -> dict:
+        """:meth:`load_sample` of a plain target: parse → record → read → annotations."""
         if is_video_target(target):
             return load_video_sample(self, target, with_annots, annot_ids, visible_thresh, out)
         if target.get("gsd") is not None:
@@ -155,7 +185,6 @@ class CocoSampler:
             record, im, nodata, georef = self.records.using(tr.gid, lambda rec: self._read_resampled(rec, tr, out))
             data_dims = record.dims
         x0, y0, x1, y1 = tr.cols.start, tr.rows.start, tr.cols.stop, tr.rows.stop
-        space_slice = tr.space_slice
         if tr.scale == 1 and not record.multi:
             if record.entry.mask == "all_valid":
                 valid_fraction = None  # from the window's extent, when params are first read
@@ -164,12 +193,7 @@ class CocoSampler:
         else:
             valid_fraction = resampled_valid_fraction(self.backend, record.parts(tr.channels),
                                                       window_affine(x0, y0, tr.scale), im, data_dims)
-        normalized = {
-            **target, "gid": tr.gid, "space_slice": space_slice, "slices": space_slice,
-            "pad": tr.pad, "space_dims": data_dims, "data_dims": data_dims,
-            "window_dims": (space_slice[0].stop - space_slice[0].start,
-                            space_slice[1].stop - space_slice[1].start),
-        }
+        normalized = sample_target(target, tr, data_dims)
         sample = {
             "im": im,
             "target": normalized,
@@ -341,22 +365,3 @@ class CocoSampler:
         if with_annots:
             batch["annots"] = select_annots(self.index, table, self._window_annots)
         return batch
-
-    # -- sampling strategies (ndsampler compatible) ---------------------------------
-    def load_item(self, index: int, with_annots: bool = True, target: dict | None = None,
-                  rng=None, **kwargs) -> dict:
-        """The sample of item ``index`` of the preselected positives + negatives."""
-        tr = self.regions.get_item(index, rng=rng)
-        return self.load_sample({**tr, **(target or {})}, with_annots=with_annots, **kwargs)
-
-    def load_positive(self, index: int | None = None, with_annots: bool = True,
-                      target: dict | None = None, rng=None, **kwargs) -> dict:
-        """A window around an annotation (``index`` into the targets table, or drawn)."""
-        tr = self.regions.get_positive(index, rng=rng)
-        return self.load_sample({**tr, **(target or {})}, with_annots=with_annots, **kwargs)
-
-    def load_negative(self, index: int | None = None, with_annots: bool = True,
-                      target: dict | None = None, rng=None, **kwargs) -> dict:
-        """A window that intersects no annotation."""
-        tr = self.regions.get_negative(index, rng=rng)
-        return self.load_sample({**tr, **(target or {})}, with_annots=with_annots, **kwargs)

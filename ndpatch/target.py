@@ -21,6 +21,8 @@ Example:
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +32,10 @@ import numpy as np
 from ndpatch.errors import TargetError
 
 Window = tuple[slice, slice]
+
+#: The largest window a target may ask for, in output pixels (frames × rows × cols), refused before
+#: anything is allocated (``NDPATCH_MAX_WINDOW_PIXELS``; default 2**30, e.g. 32768 × 32768).
+MAX_WINDOW_PIXELS = int(os.environ.get("NDPATCH_MAX_WINDOW_PIXELS", 2**30))
 
 
 def window_from_center(cx: float, cy: float, width: float, height: float) -> Window:
@@ -113,58 +119,226 @@ def as_ints(value: Any, what: str, name: str) -> tuple[int, ...]:
     """
     try:
         return tuple(int(v) for v in (value if np.ndim(value) else [value]))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise TargetError(f"{what}: {name} must be an int or ints, got {value!r}") from None
 
 
-def _as_pad(pad: Any, gid: int) -> tuple[int, int]:
-    if pad is None:
-        return (0, 0)
-    if np.isscalar(pad):
-        pad = (pad, pad)
-    try:
-        pr, pc = (int(p) for p in pad)
-    except (TypeError, ValueError):
-        raise TargetError(f"image {gid}: pad must be an int or (rows, cols), got {pad!r}") from None
-    if pr < 0 or pc < 0:
-        raise TargetError(f"image {gid}: pad must be non-negative, got {pad!r}")
-    return pr, pc
+class InvalidTarget(ValueError):
+    """What is wrong with one value of a target; the parser re-raises it as a TargetError naming the image."""
 
 
-def _as_slice(s: Any, axis: str, gid: int) -> slice:
-    if not isinstance(s, slice) or s.start is None or s.stop is None:
-        raise TargetError(f"image {gid}: space_slice {axis} must be a slice with start and stop, got {s!r}")
-    if s.step not in (None, 1):
-        raise TargetError(f"image {gid}: space_slice {axis} step must be 1, got {s.step!r}")
-    start, stop = int(s.start), int(s.stop)
-    if stop <= start:
-        raise TargetError(f"image {gid}: space_slice {axis} is empty: {s!r}")
-    return slice(start, stop)
+def number(value: Any, name: str, positive: bool = False) -> float:
+    """A finite real number (not a bool or a string), positive when asked.
 
-
-def _positive(value: Any, name: str, gid: int) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TargetError(f"image {gid}: {name} must be a number, got {value!r}") from None
-    if not value > 0 or not math.isfinite(value):
-        raise TargetError(f"image {gid}: {name} must be positive, got {value!r}")
+    >>> number(3, "cx"), number(np.float32(2.5), "width", positive=True)
+    (3.0, 2.5)
+    >>> number(float("nan"), "cx")
+    Traceback (most recent call last):
+    ...
+    ndpatch.target.InvalidTarget: cx must be a finite number, got nan
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidTarget(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise InvalidTarget(f"{name} must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise InvalidTarget(f"{name} must be positive, got {value!r}")
     return value
 
 
-def parse_target(target: dict, *, annotation_box, image_dims) -> Target:
+def integer(value: Any, name: str) -> int:
+    """An integral number (``3``, ``np.int32(3)``, ``3.0``) as an int; InvalidTarget otherwise."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    as_float = number(value, name)
+    if not as_float.is_integer():
+        raise InvalidTarget(f"{name} must be an integer, got {value!r}")
+    return int(as_float)
+
+
+def window_slice(s: Any, axis: str, length: Callable[[], int]) -> slice:
+    """A half-open, non-empty window slice; a missing start is 0, a missing stop ``length()``.
+
+    Starts may be negative and stops past the image (the window is padded).
+    """
+    if not isinstance(s, slice):
+        raise InvalidTarget(f"space_slice {axis} must be a slice, got {s!r}")
+    if s.step not in (None, 1):
+        raise InvalidTarget(f"space_slice {axis} step must be 1, got {s.step!r}")
+    start = 0 if s.start is None else integer(s.start, f"space_slice {axis} start")
+    stop = length() if s.stop is None else integer(s.stop, f"space_slice {axis} stop")
+    if stop <= start:
+        raise InvalidTarget(f"space_slice {axis} is empty: {s!r}")
+    return slice(start, stop)
+
+
+def window_slices(value: Any, dims: Callable[[], tuple[int, int]]) -> Window:
+    """``space_slice`` (or ndsampler's 2-D ``slices``): (row slice, col slice)."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise InvalidTarget(f"space_slice must be (row slice, col slice), got {value!r}")
+    return window_slice(value[0], "rows", lambda: dims()[0]), window_slice(value[1], "cols", lambda: dims()[1])
+
+
+def window_size(target: dict, height: float | None, width: float | None) -> tuple[int, int]:
+    """(rows, cols) of a centred window: ``window_dims`` (ndsampler's key) else ceil(height, width).
+
+    ``window_dims`` is ``(height, width)``, ``'extent'`` (the default: height
+    and width rounded up) or ``'square'`` (the larger of the two, both ways).
+
+    >>> window_size({"window_dims": "square"}, 63, 161.5), window_size({"window_dims": (30, 20)}, None, None)
+    ((162, 162), (30, 20))
+    """
+    dims = target.get("window_dims")
+    if dims is None or isinstance(dims, str):
+        if dims not in (None, "extent", "square"):
+            raise InvalidTarget(f"window_dims must be (height, width), 'extent' or 'square', got {dims!r}")
+        if height is None or width is None:
+            raise InvalidTarget("a centred target needs width and height (or window_dims=(height, width))")
+        rows = math.ceil(number(height, "height", positive=True))
+        cols = math.ceil(number(width, "width", positive=True))
+        return (max(rows, cols),) * 2 if dims == "square" else (rows, cols)
+    if not isinstance(dims, (tuple, list, np.ndarray)) or len(dims) != 2:
+        raise InvalidTarget(f"window_dims must be (height, width), 'extent' or 'square', got {dims!r}")
+    rows, cols = (math.ceil(number(d, "window_dims", positive=True)) for d in dims)
+    return rows, cols
+
+
+def parse_pad(pad: Any) -> tuple[int, int]:
+    """``pad``: an int, ``(rows, cols)`` or ndsampler's ``((top, bottom), (left, right))`` with equal sides.
+
+    >>> parse_pad(3), parse_pad((1, 2)), parse_pad(((4, 4), (0, 0))), parse_pad(None)
+    ((3, 3), (1, 2), (4, 0), (0, 0))
+    """
+    if pad is None:
+        return (0, 0)
+    axes = [pad, pad] if np.ndim(pad) == 0 else list(pad)
+    if len(axes) != 2:
+        raise InvalidTarget(f"pad must be an int or (rows, cols), got {pad!r}")
+    sides = []
+    for axis in axes:
+        if np.ndim(axis):
+            low, high = (integer(p, "pad") for p in axis) if len(axis) == 2 else (None, None)
+            if low is None or low != high:
+                raise InvalidTarget(f"pad {pad!r}: each axis is one int (the same on both sides); "
+                                    f"unequal sides are not supported")
+            axis = low
+        sides.append(integer(axis, "pad"))
+    if min(sides) < 0:
+        raise InvalidTarget(f"pad must be non-negative, got {pad!r}")
+    return sides[0], sides[1]
+
+
+def parse_channels(channels: Any) -> Any:
+    """A channel request: None / ``'<all>'`` (every channel), a spec ``'r|g'``, a band index, or a list of them.
+
+    A ``delayed_image`` ``ChannelSpec`` / ``FusedChannelSpec`` is taken by its spec string.
+    An empty request (``''``, ``[]``) and booleans are refused.
+
+    >>> parse_channels("<all>"), parse_channels("r|g"), parse_channels([0, "nir"])
+    (None, 'r|g', [0, 'nir'])
+    """
+    if channels is None or (isinstance(channels, str) and channels == "<all>"):
+        return None
+    if not isinstance(channels, str) and hasattr(channels, "spec"):
+        channels = channels.spec
+    if isinstance(channels, str):
+        if not channels.strip(" |,"):
+            raise InvalidTarget(f"channels {channels!r} names no channel")
+        return channels
+    items = [channels] if np.ndim(channels) == 0 else list(channels)
+    if not items:
+        raise InvalidTarget("channels [] names no channel")
+    for item in items:
+        if isinstance(item, (bool, np.bool_)) or not isinstance(item, (str, int, np.integer)) or item == "":
+            raise InvalidTarget(f"channels must be names or band indices, got {item!r} in {channels!r}")
+        if not isinstance(item, str) and item < 0:
+            raise InvalidTarget(f"band index {item} is negative")
+    return channels
+
+
+def parse_dtype(value: Any) -> np.dtype | None:
+    """The output dtype of a target (None: the source's); one ndpatch serves, else InvalidTarget."""
+    if value is None:
+        return None
+    from ndpatch.cache.casting import served_dtype   # cache/ sits above target.py
+    try:
+        return served_dtype(value)
+    except TargetError as err:
+        raise InvalidTarget(str(err)) from None
+
+
+def parse_fill(target: dict, dtype: np.dtype | None) -> tuple[float | None, np.dtype | None]:
+    """``fill`` / ``nodata``: a number, or ``'float'``/``'nan'``/``'auto'`` (NaN, float32 unless a dtype is given).
+
+    A number must be a value of ``dtype`` when one is given.
+    """
+    fill = target.get("fill", target.get("nodata"))
+    if fill is None:
+        return None, dtype
+    if isinstance(fill, str):
+        if fill not in ("float", "nan", "auto"):
+            raise InvalidTarget(f"nodata must be a number, 'float', 'auto' or 'nan', got {fill!r}")
+        return math.nan, dtype or np.dtype(np.float32)
+    if isinstance(fill, (bool, np.bool_)) or not isinstance(fill, (int, float, np.integer, np.floating)):
+        raise InvalidTarget(f"fill must be a number, got {fill!r}")
+    if dtype is not None and not math.isnan(fill):
+        if dtype.kind in "iu" and (not float(fill).is_integer() or not
+                                   np.iinfo(dtype).min <= fill <= np.iinfo(dtype).max):
+            raise InvalidTarget(f"fill {fill!r} is not a {dtype} value")
+        if dtype.kind == "f" and math.isfinite(fill) and abs(fill) > np.finfo(dtype).max:
+            raise InvalidTarget(f"fill {fill!r} is not a {dtype} value")
+    return fill, dtype
+
+
+def parse_scale(value: Any) -> float:
+    """``scale``: output pixels per image pixel, a positive number (or ndsampler's ``(sx, sy)`` with sx == sy)."""
+    if value is None:
+        return 1.0
+    if np.ndim(value):
+        pair = list(value)
+        if len(pair) != 2 or number(pair[0], "scale") != number(pair[1], "scale"):
+            raise InvalidTarget(f"scale {value!r}: only the same scale on both axes is supported")
+        value = pair[0]
+    return number(value, "scale", positive=True)
+
+
+def parse_interpolation(target: dict) -> tuple[str, bool]:
+    """``interpolation`` (default and ndsampler's ``'auto'``: ``'linear'``) and ``antialias``
+    (default and ``'auto'``: on unless ``'nearest'``)."""
+    interpolation = target.get("interpolation", "linear")
+    if interpolation == "auto":
+        interpolation = "linear"
+    if not isinstance(interpolation, str):
+        raise InvalidTarget(f"interpolation must be a name such as 'linear' or 'nearest', got {interpolation!r}")
+    antialias = target.get("antialias", "auto")
+    return interpolation, interpolation != "nearest" if antialias == "auto" else bool(antialias)
+
+
+def check_window_size(shape: tuple[int, ...]) -> None:
+    """Refuse a window of more than :data:`MAX_WINDOW_PIXELS` pixels (frames × rows × cols) before it is allocated."""
+    pixels = math.prod(shape)
+    if pixels > MAX_WINDOW_PIXELS:
+        raise InvalidTarget(f"a window of {' x '.join(map(str, shape))} pixels is larger than the "
+                            f"{MAX_WINDOW_PIXELS} allowed (NDPATCH_MAX_WINDOW_PIXELS)")
+
+
+def parse_target(target: dict, *, annotation_box, image_dims, describe=None) -> Target:
     """Parse a target dict into a :class:`Target`.
 
-    ``annotation_box(aid)`` returns ``(gid, x, y, w, h)`` of an annotation and
-    ``image_dims(gid)`` returns ``(height, width)``; both raise the index's
-    errors for unknown ids.
+    ``annotation_box(aid)`` returns ``(gid, x, y, w, h)`` of an annotation,
+    ``image_dims(gid)`` returns ``(height, width)`` and ``describe(gid)`` names
+    the image and its files in errors (default ``image <gid>``); the first two
+    raise the index's errors for unknown ids. Also takes ndsampler 0.8.1's
+    spellings: ``slices`` for ``space_slice``, ``window_dims``, ``aid=-1`` (no
+    annotation), ``'auto'`` interpolation and antialias, ``channels='<all>'``.
     """
     if not isinstance(target, dict):
-        raise TargetError(f"a target must be a dict, got {type(target).__name__}")
+        raise TargetError(f"a target must be a dict, got {type(target).__name__}: {target!r:.80}")
     gid = target.get("gid", target.get("image_id"))
     aid = target.get("aid")
     box = None
-    if aid is not None:
+    if aid is not None and aid != -1:   # -1: ndsampler's "no annotation" (its negatives)
         box = annotation_box(aid)
         if gid is None:
             gid = box[0]
@@ -172,41 +346,59 @@ def parse_target(target: dict, *, annotation_box, image_dims) -> Target:
             raise TargetError(f"annotation {aid} belongs to image {box[0]}, not image {gid}")
     if gid is None:
         raise TargetError(f"target names no image (give 'gid', 'image_id' or 'aid'): {target!r}")
+    try:
+        tr = _parse(target, gid, aid if box is not None else None, box, image_dims)
+    except InvalidTarget as err:
+        raise TargetError(f"{describe(gid) if describe else f'image {gid}'}: {err}") from None
+    return tr
 
-    if target.get("space_slice") is not None:
-        rows, cols = target["space_slice"]
-        window = (_as_slice(rows, "rows", gid), _as_slice(cols, "cols", gid))
-    elif target.get("cx") is not None or target.get("cy") is not None:
-        for key in ("cx", "cy"):
-            if target.get(key) is None:
-                raise TargetError(f"image {gid}: a centred target needs both cx and cy")
-        width = _positive(target.get("width"), "width", gid)
-        height = _positive(target.get("height"), "height", gid)
-        window = window_from_center(target["cx"], target["cy"], width, height)
-    elif box is not None:
+
+def _parse(target: dict, gid: int, aid, box, image_dims) -> Target:
+    space_slice = target.get("space_slice")
+    if space_slice is None:
+        space_slice = target.get("slices")   # ndsampler's name for the 2-D window
+    cx, cy, width, height = target.get("cx"), target.get("cy"), target.get("width"), target.get("height")
+    if box is not None and space_slice is None:   # an annotation fills what the target leaves out
         _, x, y, w, h = box
-        w, h = max(w, 1.0), max(h, 1.0)
-        window = window_from_center(x + w / 2, y + h / 2, w, h)
+        cx = x + w / 2 if cx is None else cx
+        cy = y + h / 2 if cy is None else cy
+        width = max(w, 1.0) if width is None else width
+        height = max(h, 1.0) if height is None else height
+    if space_slice is not None:
+        window = window_slices(space_slice, lambda: image_dims(gid))
+    elif cx is not None or cy is not None:
+        rows, cols = window_size(target, height, width)
+        if cx is None or cy is None:
+            raise InvalidTarget("a centred target needs both cx and cy")
+        window = window_from_center(number(cx, "cx"), number(cy, "cy"), cols, rows)
+    elif width is not None or height is not None or target.get("window_dims") is not None:
+        raise InvalidTarget("width, height and window_dims need a centre: give cx and cy (or aid)")
     else:
         height, width = image_dims(gid)
         window = (slice(0, height), slice(0, width))
+    fill, dtype = parse_fill(target, parse_dtype(target.get("dtype")))
+    interpolation, antialias = parse_interpolation(target)
+    tr = Target(gid=gid, space_slice=window, pad=parse_pad(target.get("pad")),
+                channels=parse_channels(target.get("channels")), dtype=dtype, fill=fill, aid=aid,
+                scale=parse_scale(target.get("scale")), interpolation=interpolation, antialias=antialias)
+    check_window_size(tr.shape)
+    return tr
 
-    dtype = target.get("dtype")
-    fill = target.get("fill", target.get("nodata"))
-    if isinstance(fill, str):
-        if fill not in ("float", "nan"):
-            raise TargetError(f"image {gid}: nodata must be a number, 'float' or 'nan', got {fill!r}")
-        fill = math.nan
-        dtype = dtype or np.float32
-    return Target(
-        gid=gid,
-        space_slice=window,
-        pad=_as_pad(target.get("pad"), gid),
-        channels=target.get("channels"),
-        dtype=None if dtype is None else np.dtype(dtype),
-        fill=fill,
-        aid=aid,
-        scale=1.0 if target.get("scale") is None else _positive(target["scale"], "scale", gid),
-        interpolation=target.get("interpolation", "linear"),
-        antialias=bool(target.get("antialias", True)),
-    )
+
+def sample_target(target: dict, tr: Target, data_dims: tuple[int, int]) -> dict:
+    """The target a sample returns: the caller's keys, plus the window as ndsampler 0.8.1 infers it.
+
+    Adds ``gid``, ``space_slice`` and ``slices`` (the window), ``pad``,
+    ``space_dims`` / ``data_dims`` (the image's (height, width)) and
+    ``window_dims`` (the window's (height, width)); every other key passes through.
+
+    >>> tr = Target(gid=1, space_slice=(slice(0, 4), slice(2, 8)))
+    >>> sample_target({"gid": 1, "label": "mine"}, tr, (10, 10))["window_dims"]
+    (4, 6)
+    """
+    space_slice = tr.space_slice
+    return {
+        **target, "gid": tr.gid, "space_slice": space_slice, "slices": space_slice,
+        "pad": tr.pad, "space_dims": data_dims, "data_dims": data_dims,
+        "window_dims": (space_slice[0].stop - space_slice[0].start, space_slice[1].stop - space_slice[1].start),
+    }

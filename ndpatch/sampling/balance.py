@@ -123,8 +123,15 @@ class BalancedCycle:
         self.cum_probs = np.cumsum([probs.get(c, 0.0) for c in cids.tolist()])
         self.cum_probs /= self.cum_probs[-1]
 
+    def _category(self, rng: np.random.Generator) -> int:
+        cum = self.cum_probs
+        return min(int(np.searchsorted(cum, rng.random(), side="right")), len(cum) - 1) if len(cum) > 1 else 0
+
     def draw(self, rng: np.random.Generator) -> int:
         """The next row: a category by its probability, then that category's next row of its epoch."""
-        cum = self.cum_probs
-        g = int(np.searchsorted(cum, rng.random(), side="right")) if len(cum) > 1 else 0
-        return int(self.rows[self.cycle.draw(min(g, len(cum) - 1), rng)])
+        return int(self.rows[self.cycle.draw(self._category(rng), rng)])
+
+    def sample(self, rng: np.random.Generator) -> int:
+        """A row drawn afresh (no epoch state): a category by its probability, then any of its rows."""
+        cycle, g = self.cycle, self._category(rng)
+        return int(self.rows[cycle.order[cycle.start[g] + int(rng.integers(cycle.stop[g] - cycle.start[g]))]])

@@ -36,6 +36,8 @@ class SamplingConfig:
         nodata_value: a pixel value that counts as nodata instead of the source's
             mask (pixels equal to it in every band, and NaN, are invalid).
         negative_tries: random placements tried per image before an exact search.
+        hit: what an annotation occupies for negatives: ``'extent'`` (its polygon
+            where it has one, else its box) or ``'box'`` (its box, as ndsampler 0.8.1).
     """
 
     window_dims: tuple[int, int] | None = None
@@ -48,6 +50,7 @@ class SamplingConfig:
     max_nodata: float | None = None
     nodata_value: float | None = None
     negative_tries: int = 16
+    hit: str = "extent"
 
     def __post_init__(self) -> None:
         if self.window_dims is not None:
@@ -69,5 +72,7 @@ class SamplingConfig:
             raise TargetError(f"neg_to_pos_ratio must be non-negative, got {self.neg_to_pos_ratio!r}")
         if self.max_nodata is not None and not 0 <= self.max_nodata <= 1:
             raise TargetError(f"max_nodata must be in [0, 1], got {self.max_nodata!r}")
+        if self.hit not in ("extent", "box"):
+            raise TargetError(f"hit must be 'extent' or 'box', got {self.hit!r}")
         if self.negative_tries < 1:
             raise TargetError(f"negative_tries must be at least 1, got {self.negative_tries!r}")

@@ -42,12 +42,15 @@ from ndpatch.sampling.config import SamplingConfig
 from ndpatch.sampling.geometry import GridRule, box_hits
 from ndpatch.sampling.negatives import nodata_fraction, place_negative
 from ndpatch.sampling.positives import fitted_dims, positive_window, smallest_scale
+from ndpatch.sampling.regions_api import GRID_TASKS, RegionsAPI, box_grid, grid_result, video_time_stride
 from ndpatch.sampling.table import TargetsTable, background_id
 from ndpatch.target import window_from_center
 
 
-class Regions:
+class Regions(RegionsAPI):
     """The targets table of a sampler's dataset and the strategies that draw windows from it.
+
+    ndsampler's ``CocoRegions`` names come from :class:`~ndpatch.sampling.regions_api.RegionsAPI`.
 
     Args:
         sampler: a :class:`~ndpatch.sampler.CocoSampler` (its ``dset.dataset`` is
@@ -107,31 +110,14 @@ class Regions:
         return self._table
 
     @property
-    def targets(self) -> dict[str, np.ndarray]:
-        """The targets table: ``TABLE_COLUMNS`` (+ ``ann_index``, ``has_segmentation``, ``x``, ``y``) as arrays."""
-        return self.table.columns
-
-    @property
     def images(self) -> dict[str, np.ndarray]:
         """Per image (sorted by gid): ``gid``, ``width``, ``height``, its ``start:stop`` rows in the table."""
         return self.table.images
 
     @property
-    def n_positives(self) -> int:
-        return len(self._pos_pool) if self._pos_pool is not None else len(self.targets["aid"])
-
-    @property
     def epoch_size(self) -> int:
         """Positives in one coverage epoch: every annotation that can be drawn (see ``_positive_rows``)."""
         return len(self._positive_rows())
-
-    @property
-    def n_negatives(self) -> int:
-        return len(self._neg_pool) if self._neg_pool is not None else 0
-
-    @property
-    def n_samples(self) -> int:
-        return self.n_positives + self.n_negatives
 
     def _describe(self, gid: int) -> str:
         return self.sampler.index.describe(gid)
@@ -158,7 +144,12 @@ class Regions:
         return window_from_center(target["cx"], target["cy"], target["width"], target["height"])
 
     # -- positives -------------------------------------------------------------------------
-    def _draw_row(self, rng: np.random.Generator) -> int:
+    def _next_positive(self, gen: np.random.Generator) -> dict:
+        """The next positive of the coverage epochs."""
+        return self.positive_target(self._positive_cycle().draw(gen), gen)
+
+    def _positive_cycle(self) -> BalancedCycle:
+        """The coverage epochs over the drawable positives (built on first use)."""
         table = self.targets
         if not len(table["aid"]):
             raise SamplingError(f"dataset {self.sampler.dset.fpath} has no annotations to draw positives from")
@@ -169,7 +160,7 @@ class Regions:
         if self._cycle is None:
             self._cycle = BalancedCycle(rows, table["category_id"], self.config.balance, self.config.balance_power,
                                         self.sampler.dset.dataset.get("categories", []))
-        return self._cycle.draw(rng)
+        return self._cycle
 
     def _positive_rows(self) -> np.ndarray:
         """Table rows drawn as positives (cached per configuration).
@@ -204,10 +195,18 @@ class Regions:
         }
 
     def get_positive(self, index: int | None = None, rng: RngLike = None) -> dict:
-        """Positive ``index`` (of the preselected pool, else of the table), or the next one drawn."""
+        """Positive ``index`` (of the preselected pool, else of the table), or one drawn.
+
+        Without ``rng``: coverage epochs; with an explicit ``rng`` a draw has no
+        state, as in ndsampler (the same seed gives the same positive).
+        """
+        if index is None and rng is None:
+            return self._next_positive(self._rng(None))
         if index is None:
             gen = self._rng(rng)
-            return self.positive_target(self._draw_row(gen), gen)
+            if self._pos_pool is not None:
+                return _pool_item(self._pos_pool, int(gen.integers(len(self._pos_pool))), "positive")
+            return self.positive_target(self._positive_cycle().sample(gen), gen)
         if self._pos_pool is not None:
             return _pool_item(self._pos_pool, index, "positive")
         return self.positive_target(index, rng)
@@ -240,7 +239,7 @@ class Regions:
         foreign = self.table.foreign_bounds(img)
         if foreign is not None and box_hits(foreign, x0, y0, x0 + w, y0 + h).any():
             return False
-        if len(self.table.hit_rows(img, x0, y0, x0 + w, y0 + h, stop_at_first=True)):
+        if len(self.table.hit_rows(img, x0, y0, x0 + w, y0 + h, stop_at_first=True, hit=self.config.hit)):
             return False
         if self.config.max_nodata is None:
             return True
@@ -309,7 +308,7 @@ class Regions:
         if index is None:
             return self.random_negative(rng, gid)
         if self._neg_pool is None:
-            raise SamplingError(f"no preselected negatives to index ({index}): call preselect first")
+            raise self._missing_pool(index)
         return _pool_item(self._neg_pool, index, "negative")
 
     # -- fixed lists -------------------------------------------------------------------------
@@ -331,7 +330,7 @@ class Regions:
         if n_neg is None:
             ratio = self.config.neg_to_pos_ratio if neg_to_pos_ratio is None else neg_to_pos_ratio
             n_neg = int(ratio * n_pos)
-        self._pos_pool = [self.get_positive(None, gen) for _ in range(n_pos)] if n_pos else []
+        self._pos_pool = [self._next_positive(gen) for _ in range(n_pos)] if n_pos else []
         self._neg_pool = [self.random_negative(gen) for _ in range(int(n_neg))]
         if verbose:
             print(f"preselected {len(self._pos_pool)} positives and {len(self._neg_pool)} negatives")
@@ -351,46 +350,55 @@ class Regions:
         ratio = self.config.neg_to_pos_ratio
         if ratio and gen.random() * (1 + ratio) >= 1:
             return self.random_negative(gen)
-        return self.get_positive(None, gen)
+        return self._next_positive(gen)
 
     # -- grids -----------------------------------------------------------------------------
     def new_sample_grid(self, task: str = "detection", window_dims=None, window_overlap: float = 0.0, *,
                         stride=None, edge: str = "shift", pad_direction="end", padding=None,
                         gids: Sequence[int] | None = None, time_stride: int | None = None,
-                        vidids: Sequence[int] | None = None) -> dict[str, list[dict]]:
-        """Windows tiling every image (or ``gids``), split by label: ``{'positives': [...], 'negatives': [...]}``.
+                        vidids: Sequence[int] | None = None, hit: str = "extent",
+                        **box_options) -> dict[str, list]:
+        """Windows tiling every image (or ``gids``), in grid order (:func:`~.regions_api.grid_result`:
+        ``targets``, ``positives_indexes``, ``negatives_indexes``, ``positives``, ``negatives``).
 
         ``window_dims`` is (height, width), ``'full'`` (one window per image) or None (the
         configured one). ``window_overlap`` (a fraction, or one per axis) or ``stride``
         (pixels, or ``(sy, sx)``; above the window: a sparse grid), ``edge`` (``'shift'``,
         ``'pad'``, ``'overshoot'``, ``'drop'``), ``pad_direction`` and ``padding`` place the
         windows (:class:`~ndpatch.sampling.geometry.GridRule`). Each target has ``gid``,
-        ``space_slice``, ``aids`` (annotations whose extent meets the window) and ``label``.
+        ``space_slice`` (and ndsampler's ``slices``), ``aids`` (annotations whose extent meets
+        the window) and ``label``. ``hit='box'``: ndsampler 0.8.1's grid, windows and labels
+        (:func:`~.regions_api.box_grid`, which takes ``box_options``).
         ``window_dims=(time, height, width)``: a space-time grid over every video (or ``vidids``),
-        ``time_stride`` frames apart (:meth:`ndpatch.sampling.video.VideoRegions.new_sample_grid`).
+        ``time_stride`` frames apart (:meth:`ndpatch.sampling.video.VideoRegions.new_sample_grid`;
+        ``task='video_detection'`` overlaps in time too, as in ndsampler).
         """
-        if task not in ("detection", "image_detection"):
-            raise TargetError(f"new_sample_grid supports task='detection', got {task!r}")
+        if task not in GRID_TASKS:
+            raise TargetError(f"new_sample_grid task must be one of {GRID_TASKS}, got {task!r}")
+        if hit not in ("extent", "box") or (box_options and hit != "box"):
+            raise TargetError(f"new_sample_grid got hit={hit!r} and options {sorted(box_options)}; "
+                              f"hit is 'extent' or 'box' (which takes {sorted(box_options)})")
         rule = GridRule(window_overlap, stride, edge, pad_direction, padding)
         if window_dims is not None and not isinstance(window_dims, str) and len(window_dims) == 3:
             from ndpatch.sampling.video import VideoRegions
+            if task == "video_detection" and time_stride is None:
+                time_stride = video_time_stride(window_dims, window_overlap)
             return VideoRegions(self.sampler, window_dims).new_sample_grid(
                 time_stride, window_overlap, edge, vidids, stride=stride, pad_direction=pad_direction, padding=padding)
         window_dims = self.config.window_dims if window_dims is None else window_dims
         if window_dims is None:
             raise TargetError("new_sample_grid needs window_dims=(height, width) or 'full'")
-        table = self.table
-        rows = range(len(self.images["gid"])) if gids is None else [table.image_row(g) for g in gids]
-        grid: dict[str, list[dict]] = {"positives": [], "negatives": []}
-        for img in rows:
+        if hit == "box":
+            return box_grid(self, window_dims, window_overlap, gids, **box_options)
+        table, targets = self.table, []
+        for img in range(len(self.images["gid"])) if gids is None else [table.image_row(g) for g in gids]:
             dims = self._image_dims(img)
             wdims = dims if isinstance(window_dims, str) and window_dims == "full" else tuple(window_dims)
             foreign = table.foreign_bounds(img)
             starts = (rule.starts(dims, wdims).tolist() if foreign is None
                       else split_grid_starts(foreign, dims, wdims, rule))
-            for target in table.labelled_windows(img, starts, wdims):
-                grid[target["label"] + "s"].append(target)
-        return grid
+            targets += table.labelled_windows(img, starts, wdims)
+        return grid_result(targets)
 
 
 def _pool_item(pool: list[dict], index: int, kind: str) -> dict:

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+import kwarray
+
 from ndpatch.annots import annotation_boxes, segmentation_geometry
 from ndpatch.errors import DatasetError, UnknownImageError
 from ndpatch.sampling.blocks import split_obstacles
@@ -85,6 +87,34 @@ def build_targets(dataset: dict, image_dims=None, what=None) -> tuple[dict[str, 
     return table, images
 
 
+class TargetsFrame(kwarray.DataFrameArray):
+    """The targets table as ndsampler 0.8.1's ``regions.targets``: a ``kwarray.DataFrameArray``.
+
+    ``len`` is the number of rows, ``.columns`` the nine of :data:`TABLE_COLUMNS`,
+    ``frame['cx']`` a column, ``frame.iloc[i]`` a row dict; ndpatch's own columns
+    (``ann_index``, ``has_segmentation``, ``x``, ``y``) are reachable by name.
+
+    >>> frame = TargetsFrame(TargetsTable({"images": [{"id": 1, "width": 9, "height": 9}], "annotations": [
+    ...     {"id": 4, "image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2]}]}).columns)
+    >>> len(frame), frame.columns[:3], frame["cx"].tolist(), frame.iloc[0]["aid"]
+    (1, ['aid', 'gid', 'category_id'], [1.0], np.int64(4))
+    """
+
+    def __init__(self, columns: dict[str, np.ndarray]):
+        super().__init__(columns)
+
+    def keys(self):
+        return TABLE_COLUMNS
+
+    def __getitem__(self, key):
+        if key.__class__ is str:
+            return self._data[key]
+        return super().__getitem__(key)
+
+    def __contains__(self, key) -> bool:
+        return key in self._data
+
+
 def background_id(dataset: dict) -> int:
     """The id of the category named 'background', else 0 (ndsampler's convention for negatives).
 
@@ -147,22 +177,24 @@ class TargetsTable:
         return self._geoms[row]
 
     def hit_rows(self, img: int, x0: float, y0: float, x1: float, y1: float,
-                 stop_at_first: bool = False) -> np.ndarray:
-        """Table rows of image row ``img`` whose extent (polygon, else box) meets the window."""
+                 stop_at_first: bool = False, hit: str = "extent") -> np.ndarray:
+        """Table rows of image row ``img`` whose extent (polygon, else box; ``hit='box'``: box) meets the window."""
         rows = self.rows(img)
         found = rows.start + np.flatnonzero(box_hits(self.image_bounds(img), x0, y0, x1, y1))
-        if not len(found):
-            return found
+        if not len(found) or hit == "box":
+            return found[:1] if stop_at_first else found
         return extent_hits(found, self.columns["has_segmentation"][found], self.geometry,
                            (x0, y0, x1, y1), stop_at_first)
 
     def labelled_windows(self, img: int, starts, window_dims: tuple[int, int]) -> list[dict]:
-        """Grid targets of image row ``img``: ``gid``, ``space_slice``, ``aids`` (rows met) and ``label``."""
+        """Grid targets of image row ``img``: ``gid``, ``space_slice`` (and ndsampler's ``slices``),
+        ``aids`` (rows met) and ``label``."""
         gid, (h, w) = int(self.images["gid"][img]), window_dims
         targets = []
         for y0, x0 in starts:
             aids = self.columns["aid"][self.hit_rows(img, x0, y0, x0 + w, y0 + h)].tolist()
-            targets.append({"gid": gid, "space_slice": (slice(y0, y0 + h), slice(x0, x0 + w)),
+            window = (slice(y0, y0 + h), slice(x0, x0 + w))
+            targets.append({"gid": gid, "space_slice": window, "slices": window,
                             "aids": aids, "label": "positive" if aids else "negative"})
         return targets
 

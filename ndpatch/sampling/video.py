@@ -21,6 +21,7 @@ from ndpatch.rng import ProcessStream, RngLike
 from ndpatch.sampling.balance import CoverageCycle
 from ndpatch.sampling.geometry import (box_hits, extent_hits, free_positions, grid_starts, placement_range,
                                        random_free_start, strided_starts)
+from ndpatch.sampling.regions_api import grid_result
 from ndpatch.sampling.table import GEOMETRY_CACHE, background_id
 from ndpatch.sampling.video_table import VideoInfo, VideoTable, video_table
 from ndpatch.target import as_ints
@@ -128,8 +129,8 @@ class VideoRegions:
 
     # -- grid ------------------------------------------------------------------------------
     def new_sample_grid(self, time_stride: int | None = None, window_overlap: float = 0.0,
-                        edge: str = "shift", vidids: Sequence[int] | None = None, **rule) -> dict[str, list[dict]]:
-        """Windows covering every pixel of every frame of every video (or of ``vidids``), split by label.
+                        edge: str = "shift", vidids: Sequence[int] | None = None, **rule) -> dict[str, list]:
+        """Windows covering every pixel of every frame of every video (or of ``vidids``), in grid order.
 
         Time windows start ``time_stride`` frames apart (default: the window
         length; at most it, so no frame is skipped), the last one aligned to
@@ -137,12 +138,13 @@ class VideoRegions:
         (``window_overlap``, ``edge``, ``rule``: ``stride``, ``pad_direction``,
         ``padding``). Each target has ``vidid``,
         ``time_slice``, ``space_slice``, ``aids`` (annotations that meet the
-        window, by frame then id) and ``label`` (``'positive'`` when ``aids``).
+        window, by frame then id), ``gids`` (its frames) and ``label`` (``'positive'``
+        when ``aids``); the grid is :func:`~ndpatch.sampling.regions_api.grid_result`'s.
         """
         n_time, height, width = self.window_dims
         stride = n_time if time_stride is None else int(time_stride)
         vidids = sorted(self.table.videos) if vidids is None else vidids
-        grid: dict[str, list[dict]] = {"positives": [], "negatives": []}
+        targets = []
         for vidid in vidids:
             info = self._video(vidid)
             if not info.gids:
@@ -153,12 +155,12 @@ class VideoRegions:
                 for y0, x0 in space:
                     found = self._hit_rows(info, frames, x0, y0, x0 + width, y0 + height)
                     aids = self.targets["aid"][found].tolist()
-                    label = "positive" if aids else "negative"
-                    grid[label + "s"].append({
+                    targets.append({
                         "vidid": vidid, "time_slice": slice(frames.start, frames.stop),
                         "space_slice": (slice(y0, y0 + height), slice(x0, x0 + width)),
-                        "aids": aids, "label": label})
-        return grid
+                        "gids": list(info.gids[frames.start:frames.stop]),
+                        "aids": aids, "label": "positive" if aids else "negative"})
+        return grid_result(targets)
 
     # -- positives -------------------------------------------------------------------------
     def positive_target(self, row: int) -> dict:

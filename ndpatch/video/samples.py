@@ -25,7 +25,7 @@ from ndpatch.readers import READERS
 from ndpatch.target import window_params
 from ndpatch.video.detections import frame_detections, stack_annots
 from ndpatch.video.frames import Frame, video_frames
-from ndpatch.video.targets import VideoTarget, is_video_target, parse_video_target
+from ndpatch.video.targets import VideoTarget, is_video_target, parse_video_target, video_sample_target
 from ndpatch.video.warping import read_frame
 
 
@@ -57,8 +57,7 @@ def video_layout(sampler, target: dict) -> VideoLayout:
                 for frame in frame_list for found in map(frame.locate, channels) if found}
         used = used or {asset.entry.dtype for frame in frame_list for asset in frame.assets}
         dtype = np.result_type(*used)
-    rows, cols = tr.rows, tr.cols
-    shape = (len(frame_list), rows.stop - rows.start, cols.stop - cols.start, len(channels))
+    shape = (*tr.shape, len(channels))
     return VideoLayout(tr, frame_list, tuple(channels), np.dtype(dtype), shape)
 
 
@@ -96,19 +95,11 @@ def _video_sample(sampler, target: dict, layout: VideoLayout, im: np.ndarray,
     rows, cols = tr.rows, tr.cols
     x0, y0, x1, y1 = cols.start, rows.start, cols.stop, rows.stop
     n_video = len(sampler.index.frame_order(tr.vidid)) if tr.vidid is not None else len(tr.gids)
-    data_dims = (n_video, *tr.space_dims)
-    time_slice = tr.time_slice if tr.time_slice is not None else slice(0, len(tr.gids))
-    space_slice = tr.space_slice
-    by_gids = target.get("gids") is not None and target.get("time_slice") is None
-    normalized = {
-        **target, "vidid": tr.vidid, "gids": list(tr.gids), "time_slice": None if by_gids else time_slice,
-        "space_slice": space_slice, "slices": (time_slice, *space_slice), "pad": tr.pad,
-        "space_dims": tr.space_dims, "data_dims": data_dims, "channels": "|".join(map(str, channels)),
-        "interpolation": tr.interpolation, "antialias": tr.antialias,
-        "window_dims": (len(tr.gids), space_slice[0].stop - space_slice[0].start,
-                        space_slice[1].stop - space_slice[1].start),
-    }
+    normalized = video_sample_target(target, tr, n_video, channels)
+    data_dims, time_slice = normalized["data_dims"], normalized["slices"][0]
     tf_rel_to_abs = kwimage.Affine.translate((x0, y0))
+    if tr.scale != 1:
+        tf_rel_to_abs = tf_rel_to_abs @ kwimage.Affine.scale(1 / tr.scale)
     sample = {
         "im": im,
         "target": normalized,
@@ -128,6 +119,8 @@ def _video_sample(sampler, target: dict, layout: VideoLayout, im: np.ndarray,
     if with_annots:
         frame_dets = [frame_detections(sampler, frame, t, x0, y0, x1, y1, visible_thresh, annot_ids)
                       for t, frame in enumerate(frame_list)]
+        if tr.scale != 1:   # a scaled window: annotations scaled to match
+            frame_dets = [dets.scale(tr.scale) for dets in frame_dets]
         sample["annots"] = stack_annots(frame_dets)
         sample["kp_classes"] = sampler.kp_classes
     return sample

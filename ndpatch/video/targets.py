@@ -5,8 +5,10 @@ A video target names frames — ``vidid`` (all frames, in frame order), ``vidid`
 given order) — and a window in *video* pixels: ``cx, cy, width, height`` or
 ``space_slice`` (default: the whole video); ``aid`` alone centres the window on
 that annotation's box in video space. Optional: ``pad``, ``channels``,
-``dtype``, ``fill``/``nodata``, ``interpolation`` (``'linear'``, the default,
-or ``'nearest'``) and ``antialias`` (default: on for linear).
+``dtype``, ``fill``/``nodata``, ``scale`` (output pixels per video pixel),
+``interpolation`` (``'linear'``, the default, or ``'nearest'``) and
+``antialias`` (default: on for linear). ndsampler 0.8.1's spellings work too
+(``video_id``, ``image_ids``, 3-D ``slices``, ``window_dims``).
 
 Example:
     >>> tr = VideoTarget(vidid=1, gids=(2, 3), time_slice=slice(1, 3), space_slice=(slice(0, 8), slice(4, 8)),
@@ -16,7 +18,6 @@ Example:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,21 +26,24 @@ import numpy as np
 from ndpatch.annots import warp_boxes
 from ndpatch.dataset import channel_names, vid_from_img
 from ndpatch.errors import TargetError
-from ndpatch.target import Window, as_ints, window_from_center
+from ndpatch.target import (InvalidTarget, Window, as_ints, check_window_size, integer, number, parse_channels,
+                            parse_dtype, parse_fill, parse_interpolation, parse_pad, parse_scale, window_from_center,
+                            window_size, window_slices)
 
 #: Interpolations a target may ask for (kwimage names).
 INTERPOLATIONS = ("linear", "nearest")
 
 
 def is_video_target(target: Any) -> bool:
-    """True when a target names frames (``vidid``/``video_id`` or ``gids``).
+    """True when a target names frames (``vidid``/``video_id`` or ``gids``/``image_ids``).
 
     Example:
-        >>> is_video_target({"vidid": 1}), is_video_target({"gid": 1})
-        (True, False)
+        >>> is_video_target({"vidid": 1}), is_video_target({"gid": 1}), is_video_target({"image_ids": [1]})
+        (True, False, True)
     """
     return isinstance(target, dict) and (target.get("vidid") is not None or target.get("gids") is not None
-                                         or target.get("video_id") is not None)
+                                         or target.get("video_id") is not None
+                                         or target.get("image_ids") is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,7 @@ class VideoTarget:
     fill: float | None = None
     interpolation: str = "linear"
     antialias: bool = True
+    scale: float = 1.0
 
     @property
     def rows(self) -> slice:
@@ -66,45 +71,79 @@ class VideoTarget:
     def cols(self) -> slice:
         return slice(self.space_slice[1].start - self.pad[1], self.space_slice[1].stop + self.pad[1])
 
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(frames, rows, cols) of the returned array, padding included (times ``scale``)."""
+        height = self.rows.stop - self.rows.start
+        width = self.cols.stop - self.cols.start
+        if self.scale != 1:
+            height, width = max(1, round(height * self.scale)), max(1, round(width * self.scale))
+        return len(self.gids), height, width
 
-def _window(target: dict, what: str, space_dims: tuple[int, int], aid_box) -> Window:
-    if target.get("space_slice") is not None:
-        window = []
-        for axis, s in zip(("rows", "cols"), target["space_slice"]):
-            if not isinstance(s, slice) or s.start is None or s.stop is None or s.step not in (None, 1):
-                raise TargetError(f"{what}: space_slice {axis} must be a slice with start, stop "
-                                  f"and step 1, got {s!r}")
-            if int(s.stop) <= int(s.start):
-                raise TargetError(f"{what}: space_slice {axis} is empty: {s!r}")
-            window.append(slice(int(s.start), int(s.stop)))
-        return window[0], window[1]
-    if target.get("cx") is not None or target.get("cy") is not None:
-        sizes = []
-        for key in ("cx", "cy", "width", "height"):
-            value = target.get(key)
-            if not isinstance(value, (int, float, np.number)) or not math.isfinite(value) or \
-                    (key in ("width", "height") and value <= 0):
-                raise TargetError(f"{what}: a centred target needs finite cx, cy and positive "
-                                  f"width, height; {key} is {value!r}")
-            sizes.append(float(value))
-        return window_from_center(*sizes)
-    if aid_box is not None:
+
+def _window(target: dict, space_dims: tuple[int, int], aid_box, space_slice) -> Window:
+    cx, cy, width, height = target.get("cx"), target.get("cy"), target.get("width"), target.get("height")
+    if aid_box is not None and space_slice is None:   # the annotation fills what the target leaves out
         x, y, w, h = aid_box
-        w, h = max(w, 1.0), max(h, 1.0)
-        return window_from_center(x + w / 2, y + h / 2, w, h)
+        cx = x + w / 2 if cx is None else cx
+        cy = y + h / 2 if cy is None else cy
+        width = max(w, 1.0) if width is None else width
+        height = max(h, 1.0) if height is None else height
+    if space_slice is not None:
+        return window_slices(space_slice, lambda: space_dims)
+    if cx is not None or cy is not None:
+        rows, cols = window_size(target, height, width)
+        if cx is None or cy is None:
+            raise InvalidTarget("a centred target needs both cx and cy")
+        return window_from_center(number(cx, "cx"), number(cy, "cy"), cols, rows)
+    if width is not None or height is not None or target.get("window_dims") is not None:
+        raise InvalidTarget("width, height and window_dims need a centre: give cx and cy (or aid)")
     return slice(0, space_dims[0]), slice(0, space_dims[1])
+
+
+def _video_pad(pad: Any) -> tuple[int, int]:
+    """ndpatch's spatial ``pad`` (int or (rows, cols)), or ndsampler's (time, rows, cols) with no time pad."""
+    if pad is not None and np.ndim(pad) and len(pad) == 3:
+        time_pad = pad[0]
+        if np.ndim(time_pad) == 0:
+            time_pad = (time_pad, time_pad)
+        if any(integer(p, "pad") != 0 for p in time_pad):
+            raise InvalidTarget(f"pad {pad!r}: padding in time is not supported (ndsampler does not either)")
+        pad = tuple(pad)[1:]
+    return parse_pad(pad)
+
+
+def _time_slice(value: Any, n_frames: int) -> slice:
+    """A time slice within the video's frames (no padding in time, as in ndsampler)."""
+    if not isinstance(value, slice) or value.step not in (None, 1):
+        raise InvalidTarget(f"time_slice must be a slice with step 1, got {value!r}")
+    start = 0 if value.start is None else integer(value.start, "time_slice start")
+    stop = n_frames if value.stop is None else integer(value.stop, "time_slice stop")
+    if start < 0 or stop > n_frames or stop <= start:
+        raise InvalidTarget(f"time_slice {value!r} is not a non-empty range of the video's {n_frames} "
+                            f"frames (padding in time is not supported)")
+    return slice(start, stop)
 
 
 def parse_video_target(target: dict, frames) -> VideoTarget:
     """Parse a target dict naming frames into a :class:`VideoTarget`.
 
     ``frames`` is the sampler's :class:`~ndpatch.video.frames.VideoFrames` (a frame is
-    opened only for the size of images outside any video).
+    opened only for the size of images outside any video). Also takes
+    ndsampler 0.8.1's spellings: ``video_id``, ``image_ids``, 3-D ``slices``
+    (time, rows, cols), ``window_dims``, ``pad=(0, rows, cols)``.
     """
     index = frames.sampler.index
     vidid = target.get("vidid", target.get("video_id"))
-    gids = target.get("gids")
+    gids = target.get("gids", target.get("image_ids"))
     time_slice = target.get("time_slice")
+    space_slice = target.get("space_slice")
+    slices = target.get("slices")
+    if slices is not None:   # ndsampler's (time, rows, cols)
+        if not isinstance(slices, (tuple, list)) or len(slices) != 3:
+            raise TargetError(f"video {vidid}: slices must be (time slice, row slice, col slice), got {slices!r}")
+        space_slice = tuple(slices[1:]) if space_slice is None else space_slice
+        time_slice = slices[0] if gids is None and time_slice is None else time_slice
     what = f"video {vidid}" if vidid is not None else f"images {gids!r}"
     if gids is not None:
         gids = as_ints(gids, what, "gids")
@@ -125,14 +164,24 @@ def parse_video_target(target: dict, frames) -> VideoTarget:
         vidid = as_ints(vidid, what, "vidid")[0]
         order = index.frame_order(vidid)
         if time_slice is not None:
-            if not isinstance(time_slice, slice):
-                raise TargetError(f"{what}: time_slice must be a slice, got {time_slice!r}")
+            try:
+                time_slice = _time_slice(time_slice, len(order))
+            except InvalidTarget as err:
+                raise TargetError(f"video {vidid}: {err}") from None
             gids = tuple(order[time_slice])
         else:
             gids = tuple(order)
         if not gids:
             raise TargetError(f"{what}: no frames in time_slice {time_slice!r} of {len(order)} frames")
+    what = f"video {vidid} ({index.describe(gids[0])}, ...)" if vidid is not None else index.describe(gids[0])
+    try:
+        return _parse(target, frames, vidid, gids, time_slice, space_slice)
+    except InvalidTarget as err:
+        raise TargetError(f"{what}: {err}") from None
 
+
+def _parse(target: dict, frames, vidid, gids: tuple[int, ...], time_slice, space_slice) -> VideoTarget:
+    index = frames.sampler.index
     if vidid is not None:
         video = index.video(vidid)
         space_dims = (int(video["height"]), int(video["width"]))
@@ -141,38 +190,52 @@ def parse_video_target(target: dict, frames) -> VideoTarget:
         space_dims = index.image_dims(gids[0]) or (entry.height, entry.width)
 
     aid_box = None
-    if target.get("aid") is not None:
-        gid, x, y, w, h = index.annotation_box(target["aid"])
+    aid = target.get("aid")
+    if aid is not None and aid != -1:   # -1: ndsampler's "no annotation"
+        gid, x, y, w, h = index.annotation_box(aid)
         if gid not in gids:
-            raise TargetError(f"{what}: annotation {target['aid']} is on image {gid}, not one of the frames")
+            raise InvalidTarget(f"annotation {aid} is on image {gid}, not one of the frames")
         aid_box = warp_boxes(np.array([[x, y, w, h]]), vid_from_img(index.image(gid)))[0]
-    window = _window(target, what, space_dims, aid_box)
+    window = _window(target, space_dims, aid_box, space_slice)
 
-    pad = target.get("pad") or 0
-    pad = as_ints(pad, what, "pad")
-    pad = pad * 2 if len(pad) == 1 else pad
-    if len(pad) != 2 or min(pad) < 0:
-        raise TargetError(f"{what}: pad must be a non-negative int or (rows, cols), got {target['pad']!r}")
-
-    channels = target.get("channels")
+    channels = parse_channels(target.get("channels"))
     if isinstance(channels, str):
         channels = list(channel_names(channels))
-    elif isinstance(channels, (int, np.integer)):
+    elif channels is not None and np.ndim(channels) == 0:
         channels = [channels]
-    interpolation = target.get("interpolation", "linear")
+    interpolation, antialias = parse_interpolation(target)
     if interpolation not in INTERPOLATIONS:
-        raise TargetError(f"{what}: interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
-    dtype = target.get("dtype")
-    fill = target.get("fill", target.get("nodata"))
-    if isinstance(fill, str):
-        if fill not in ("float", "nan"):
-            raise TargetError(f"{what}: nodata must be a number, 'float' or 'nan', got {fill!r}")
-        fill, dtype = math.nan, dtype or np.float32
-    return VideoTarget(
+        raise InvalidTarget(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    fill, dtype = parse_fill(target, parse_dtype(target.get("dtype")))
+    tr = VideoTarget(
         vidid=vidid, gids=gids, time_slice=time_slice, space_slice=window, space_dims=space_dims,
-        pad=(pad[0], pad[1]), channels=None if channels is None else tuple(channels),
-        dtype=None if dtype is None else np.dtype(dtype), fill=fill, interpolation=interpolation,
-        antialias=bool(target.get("antialias", interpolation != "nearest")),
+        pad=_video_pad(target.get("pad")), channels=None if channels is None else tuple(channels),
+        dtype=dtype, fill=fill, interpolation=interpolation, antialias=antialias,
+        scale=parse_scale(target.get("scale")),
     )
+    check_window_size(tr.shape)
+    return tr
 
 
+def video_sample_target(target: dict, tr: VideoTarget, n_video: int, channels: tuple | None = None) -> dict:
+    """The target a video sample returns: the caller's keys, plus the frames and window as ndsampler infers them.
+
+    Adds ``vidid``, ``gids``, ``time_slice`` (None when the frames were given
+    as ``gids``), ``space_slice``, ``slices`` (time, rows, cols), ``pad``,
+    ``space_dims``, ``data_dims`` (frames, height, width), ``window_dims``
+    (the window's (height, width)), ``interpolation``, ``antialias`` and, when
+    known, ``channels`` (the names of the C axis).
+    """
+    time_slice = tr.time_slice if tr.time_slice is not None else slice(0, len(tr.gids))
+    by_gids = target.get("gids", target.get("image_ids")) is not None and target.get("time_slice") is None
+    space_slice = tr.space_slice
+    normalized = {
+        **target, "vidid": tr.vidid, "gids": list(tr.gids), "time_slice": None if by_gids else time_slice,
+        "space_slice": space_slice, "slices": (time_slice, *space_slice), "pad": tr.pad,
+        "space_dims": tr.space_dims, "data_dims": (n_video, *tr.space_dims),
+        "interpolation": tr.interpolation, "antialias": tr.antialias,
+        "window_dims": (space_slice[0].stop - space_slice[0].start, space_slice[1].stop - space_slice[1].start),
+    }
+    if channels is not None:
+        normalized["channels"] = "|".join(map(str, channels))
+    return normalized

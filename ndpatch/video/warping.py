@@ -25,10 +25,21 @@ _WARP_DTYPES = {np.dtype(t) for t in ("uint8", "uint16", "int16", "float32", "fl
 #: Pixels of source context read around a resampled window (linear needs 1).
 _MARGIN = 2
 
+def vid_from_window(rows: slice, cols: slice, scale: float = 1.0) -> np.ndarray:
+    """The 3×3 map from a window's output pixels to video pixels (``scale`` output pixels per video pixel).
+
+    >>> vid_from_window(slice(4, 8), slice(2, 6), 2.0) @ [2, 2, 1]
+    array([3., 5., 1.])
+    """
+    return translation(cols.start, rows.start) @ np.diag([1 / scale, 1 / scale, 1.0])
+
+
 def warped_window(backend, entry: CacheEntry, asset_from_vid: np.ndarray, rows: slice, cols: slice,
                   bands: list[int] | None, fill: float | None, dtype: np.dtype,
-                  interpolation: str = "linear", antialias: bool = False) -> np.ndarray:
+                  interpolation: str = "linear", antialias: bool = False, scale: float = 1.0) -> np.ndarray:
     """The video-space window ``rows × cols`` of an asset mapped to video by any affine warp.
+
+    ``scale`` is output pixels per video pixel (the output is the window's size times it).
 
     Reads only the asset's bounding window (plus a margin, padded with the fill
     value past the asset). ``nearest`` takes, for each output pixel centre, the
@@ -54,7 +65,9 @@ def warped_window(backend, entry: CacheEntry, asset_from_vid: np.ndarray, rows: 
     height, width = rows.stop - rows.start, cols.stop - cols.start
     n_bands = entry.bands if bands is None else len(bands)
     value = fill_value(entry, fill, dtype)
-    asset_from_out = asset_from_vid @ translation(cols.start, rows.start)
+    asset_from_out = asset_from_vid @ vid_from_window(rows, cols, scale)
+    if scale != 1:
+        height, width = max(1, round(height * scale)), max(1, round(width * scale))
     corners = asset_from_out @ np.array([[0, width, width, 0], [0, 0, height, height], [1, 1, 1, 1]])
     margin = _MARGIN
     if antialias and interpolation != "nearest":
@@ -109,18 +122,18 @@ def read_frame(backend, frame: Frame, tr: VideoTarget, channels: tuple, dtype: n
         asset = frame.assets[asset_index]
         contiguous = positions == list(range(positions[0], positions[0] + len(positions)))
         view = out[..., positions[0]:positions[-1] + 1] if contiguous else None
-        if asset.shift is not None:
+        if asset.shift is not None and tr.scale == 1:
             dx, dy = asset.shift
             pixels = read_window(backend, asset.entry, slice(rows.start + dy, rows.stop + dy),
                                  slice(cols.start + dx, cols.stop + dx), bands, tr.fill, dtype, view)
         elif asset.axis_aligned:
             pixels = read_resampled(backend, asset.entry,
-                                    asset.asset_from_vid @ translation(cols.start, rows.start),
+                                    asset.asset_from_vid @ vid_from_window(rows, cols, tr.scale),
                                     out.shape[:2], bands, tr.fill, dtype,
                                     interpolation=tr.interpolation, antialias=tr.antialias, out=view)
         else:
             pixels = warped_window(backend, asset.entry, asset.asset_from_vid, rows, cols, bands,
-                                   tr.fill, dtype, tr.interpolation, tr.antialias)
+                                   tr.fill, dtype, tr.interpolation, tr.antialias, tr.scale)
         if pixels is not view:
             out[..., positions] = pixels
     return tuple(str(c) for c in missing)
