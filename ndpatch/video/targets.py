@@ -114,15 +114,16 @@ def _video_pad(pad: Any) -> tuple[int, int]:
 
 
 def _time_slice(value: Any, n_frames: int) -> slice:
-    """A time slice within the video's frames (no padding in time, as in ndsampler)."""
-    if not isinstance(value, slice) or value.step not in (None, 1):
-        raise InvalidTarget(f"time_slice must be a slice with step 1, got {value!r}")
+    """A time slice within the video's frames (no padding in time, as in ndsampler; a positive step)."""
+    if not isinstance(value, slice):
+        raise InvalidTarget(f"time_slice must be a slice, got {value!r}")
+    step = None if value.step is None else integer(value.step, "time_slice step")
     start = 0 if value.start is None else integer(value.start, "time_slice start")
     stop = n_frames if value.stop is None else integer(value.stop, "time_slice stop")
-    if start < 0 or stop > n_frames or stop <= start:
-        raise InvalidTarget(f"time_slice {value!r} is not a non-empty range of the video's {n_frames} "
-                            f"frames (padding in time is not supported)")
-    return slice(start, stop)
+    if start < 0 or stop > n_frames or stop <= start or (step is not None and step < 1):
+        raise InvalidTarget(f"time_slice {value!r} selects no frames, or frames past the end, of the video's "
+                            f"{n_frames} frames (padding in time is not supported; the step must be positive)")
+    return slice(start, stop, step)
 
 
 def parse_video_target(target: dict, frames) -> VideoTarget:
