@@ -66,14 +66,15 @@ class ImageAnnots:
                visible_thresh: float = 0.0, annot_ids=None) -> np.ndarray:
         """Indices of the annotations whose box intersects the window [x0, x1) × [y0, y1).
 
-        ``visible_thresh`` also drops those whose visible box fraction is lower;
-        ``annot_ids`` restricts the candidates to those ids.
+        ``visible_thresh`` also drops those whose visible box fraction is lower.
+        ``annot_ids`` (ndsampler's meaning) selects exactly those of the image's
+        annotations, with no spatial test.
         """
+        if annot_ids is not None:
+            return np.flatnonzero(np.isin(self.aids, np.asarray(list(annot_ids), dtype=np.int64)))
         bx0, by0, bx1, by1, lower_edges = self._bounds()
         # bx0 < x1, reach_x > x0, by0 < y1, reach_y > y0 as one comparison
         keep = (lower_edges < np.array([[x1], [-x0], [y1], [-y0]], dtype=np.float64)).all(axis=0)
-        if annot_ids is not None:
-            keep &= np.isin(self.aids, np.asarray(list(annot_ids), dtype=np.int64))
         if visible_thresh > 0:
             area = self.boxes[:, 2] * self.boxes[:, 3]
             iw = np.clip(np.minimum(bx1, x1) - np.maximum(bx0, x0), 0, None)

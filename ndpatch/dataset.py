@@ -170,6 +170,7 @@ def resolve_path(bundle_dpath: str, file_name: str) -> str:
         >>> resolve_path("/data", "s3://bucket/a.tif"), resolve_path("/data", "img/a.tif")
         ('/vsis3/bucket/a.tif', '/data/img/a.tif')
     """
+    file_name = os.fspath(file_name)   # kwcoco keeps a pathlib.Path a caller gave as is
     if remote.is_uri(file_name):
         return remote.gdal_path(file_name)
     if file_name.startswith("/vsi") or os.path.isabs(file_name):

@@ -150,8 +150,12 @@ def native_scale_sample(sampler, target: dict, with_annots: bool, annot_ids, vis
             frames.append(_finalized(DelayedChannelConcat(parts, dsize=largest).optimize(), target))
         else:
             frames.append([_finalized(part.optimize(), target) for part in parts])
-    if realign == "largest" and len({frame.shape for frame in frames}) == 1 and not target.get("as_xarray"):
-        frames = np.stack(frames)
+    if realign == "largest" and len({frame.shape for frame in frames}) == 1:
+        if target.get("as_xarray"):
+            import xarray as xr
+            frames = xr.concat(frames, dim="t")
+        else:
+            frames = np.stack(frames)
     sample["im"] = frames
     sample["params"]["jagged_meta"] = meta
     return sample

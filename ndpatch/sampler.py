@@ -202,6 +202,7 @@ class CocoSampler(SamplerAPI):
             "classes": self.classes,
         }
         if with_annots or with_masks:
+            normalized["annot_idx"] = -1   # ndsampler's; an aid target's is set by SamplerAPI
             sample["annots"] = self._window_annots(tr, visible_thresh, annot_ids)
             sample["kp_classes"] = self.kp_classes
         if with_masks:

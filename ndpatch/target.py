@@ -388,9 +388,10 @@ def _parse(target: dict, gid: int, aid, box, image_dims) -> Target:
 def sample_target(target: dict, tr: Target, data_dims: tuple[int, int]) -> dict:
     """The target a sample returns: the caller's keys, plus the window as ndsampler 0.8.1 infers it.
 
-    Adds ``gid``, ``space_slice`` and ``slices`` (the window), ``pad``,
-    ``space_dims`` / ``data_dims`` (the image's (height, width)) and
-    ``window_dims`` (the window's (height, width)); every other key passes through.
+    Adds ``gid``, ``space_slice`` and ``slices`` (the window), ``pad`` (unless
+    the caller gave one), ``space_dims`` / ``data_dims`` (the image's (height,
+    width)) and ``window_dims`` (the window's (height, width)); every other key
+    passes through as given.
 
     >>> tr = Target(gid=1, space_slice=(slice(0, 4), slice(2, 8)))
     >>> sample_target({"gid": 1, "label": "mine"}, tr, (10, 10))["window_dims"]
@@ -398,7 +399,7 @@ def sample_target(target: dict, tr: Target, data_dims: tuple[int, int]) -> dict:
     """
     space_slice = tr.space_slice
     return {
-        **target, "gid": tr.gid, "space_slice": space_slice, "slices": space_slice,
-        "pad": tr.pad, "space_dims": data_dims, "data_dims": data_dims,
+        "pad": tr.pad, **target, "gid": tr.gid, "space_slice": space_slice, "slices": space_slice,
+        "space_dims": data_dims, "data_dims": data_dims,
         "window_dims": (space_slice[0].stop - space_slice[0].start, space_slice[1].stop - space_slice[1].start),
     }

@@ -35,7 +35,7 @@ class SimpleFrames(Frames):
     def demo(cls, **kwargs) -> "SimpleFrames":
         """The frames of kwcoco's default toy images (three photos)."""
         from ndpatch.demo import kwcoco_demo
-        dset = kwcoco_demo()
+        dset = kwcoco_demo("photos")
         return cls({gid: dset.get_image_fpath(gid) for gid in dset.imgs}, **kwargs)
 
 

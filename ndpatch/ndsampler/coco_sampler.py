@@ -6,5 +6,16 @@ Example:
     (6, 6, 3)
 """
 from ndpatch.sampler import CocoSampler
+from ndpatch.target import Window, window_from_center
+
+
+def _center_extent_to_slice(center: tuple[float, float], window_dims: tuple[int, int]) -> Window:
+    """ndsampler's helper: the window of ``window_dims`` (height, width) centred at ``center`` (cy, cx).
+
+    >>> _center_extent_to_slice((2, 5), (6, 6))
+    (slice(-1, 5, None), slice(2, 8, None))
+    """
+    return window_from_center(center[1], center[0], window_dims[1], window_dims[0])
+
 
 __all__ = ["CocoSampler"]

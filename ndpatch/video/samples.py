@@ -49,8 +49,10 @@ def video_layout(sampler, target: dict) -> VideoLayout:
     tr = parse_video_target(target, frames)
     frame_list = tuple(frames.frame(gid) for gid in tr.gids)
     channels = tr.channels
-    if channels is None:
+    if channels is None:   # every frame's channels, in file order; '<all>': sorted by name, as ndsampler
         channels = tuple(dict.fromkeys(c for frame in frame_list for c in frame.channels))
+        if target.get("channels") == "<all>":
+            channels = tuple(sorted(channels, key=str))
     dtype = tr.dtype
     if dtype is None:
         used = {frame.assets[found[0]].entry.dtype
@@ -122,6 +124,7 @@ def _video_sample(sampler, target: dict, layout: VideoLayout, im: np.ndarray,
         if tr.scale != 1:   # a scaled window: annotations scaled to match
             frame_dets = [dets.scale(tr.scale) for dets in frame_dets]
         sample["annots"] = stack_annots(frame_dets)
+        normalized["annot_idx"] = -1   # ndsampler's; an aid target's is set by SamplerAPI
         sample["kp_classes"] = sampler.kp_classes
     return sample
 

@@ -2,7 +2,7 @@
 
 A video target names frames — ``vidid`` (all frames, in frame order), ``vidid``
 + ``time_slice`` (a slice of that order) or ``gids`` (chosen frames, in the
-given order) — and a window in *video* pixels: ``cx, cy, width, height`` or
+given order; they win over a ``time_slice`` naming other frames, as in ndsampler) — and a window in *video* pixels: ``cx, cy, width, height`` or
 ``space_slice`` (default: the whole video); ``aid`` alone centres the window on
 that annotation's box in video space. Optional: ``pad``, ``channels``,
 ``dtype``, ``fill``/``nodata``, ``scale`` (output pixels per video pixel),
@@ -159,8 +159,7 @@ def parse_video_target(target: dict, frames) -> VideoTarget:
         vidid = frame_vidid
         if time_slice is not None and (vidid is None or not isinstance(time_slice, slice) or
                                        tuple(index.frame_order(vidid)[time_slice]) != gids):
-            raise TargetError(f"{what}: gids {list(gids)} are not the frames of time_slice {time_slice!r}: "
-                              f"give one of them")
+            time_slice = None   # the gids are the frames (as in ndsampler); a time_slice of other frames is stale
     else:
         vidid = as_ints(vidid, what, "vidid")[0]
         order = index.frame_order(vidid)
@@ -222,21 +221,21 @@ def video_sample_target(target: dict, tr: VideoTarget, n_video: int, channels: t
     """The target a video sample returns: the caller's keys, plus the frames and window as ndsampler infers them.
 
     Adds ``vidid``, ``gids``, ``time_slice`` (None when the frames were given
-    as ``gids``), ``space_slice``, ``slices`` (time, rows, cols), ``pad``,
+    as ``gids``), ``space_slice``, ``slices`` (time, rows, cols), ``pad`` (unless given),
     ``space_dims``, ``data_dims`` (frames, height, width), ``window_dims``
     (the window's (height, width)), ``interpolation``, ``antialias`` and, when
-    known, ``channels`` (the names of the C axis).
+    known and not given, ``channels`` (the names of the C axis).
     """
     time_slice = tr.time_slice if tr.time_slice is not None else slice(0, len(tr.gids))
     by_gids = target.get("gids", target.get("image_ids")) is not None and target.get("time_slice") is None
     space_slice = tr.space_slice
     normalized = {
-        **target, "vidid": tr.vidid, "gids": list(tr.gids), "time_slice": None if by_gids else time_slice,
-        "space_slice": space_slice, "slices": (time_slice, *space_slice), "pad": tr.pad,
+        "pad": tr.pad, **target, "vidid": tr.vidid, "gids": list(tr.gids), "time_slice": None if by_gids else time_slice,
+        "space_slice": space_slice, "slices": (time_slice, *space_slice),
         "space_dims": tr.space_dims, "data_dims": (n_video, *tr.space_dims),
         "interpolation": tr.interpolation, "antialias": tr.antialias,
         "window_dims": (space_slice[0].stop - space_slice[0].start, space_slice[1].stop - space_slice[1].start),
     }
     if channels is not None:
-        normalized["channels"] = "|".join(map(str, channels))
+        normalized.setdefault("channels", "|".join(map(str, channels)))
     return normalized
