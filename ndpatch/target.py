@@ -29,7 +29,7 @@ from typing import Any
 import kwimage
 import numpy as np
 
-from ndpatch.errors import TargetError
+from ndpatch.errors import NdpatchError, TargetError
 
 Window = tuple[slice, slice]
 
@@ -286,7 +286,7 @@ def parse_fill(target: dict, dtype: np.dtype | None) -> tuple[float | None, np.d
         if dtype.kind in "iu" and (not float(fill).is_integer() or not
                                    np.iinfo(dtype).min <= fill <= np.iinfo(dtype).max):
             raise InvalidTarget(f"fill {fill!r} is not a {dtype} value")
-        if dtype.kind == "f" and math.isfinite(fill) and abs(fill) > np.finfo(dtype).max:
+        if dtype.kind == "f" and math.isfinite(fill) and abs(fill) > float(np.finfo(dtype).max):
             raise InvalidTarget(f"fill {fill!r} is not a {dtype} value")
     return fill, dtype
 
@@ -323,6 +323,23 @@ def check_window_size(shape: tuple[int, ...]) -> None:
                             f"{MAX_WINDOW_PIXELS} allowed (NDPATCH_MAX_WINDOW_PIXELS)")
 
 
+def parse_each(targets, parse: Callable[[Any], Any]) -> list:
+    """``parse(target)`` for each target of a batch; an error says which target of the batch it was.
+
+    >>> parse_each([{"gid": 1}, None], lambda t: parse_target(t, annotation_box=None, image_dims=lambda g: (4, 4)))
+    Traceback (most recent call last):
+    ...
+    ndpatch.errors.TargetError: target 1 of the batch: a target must be a dict, got NoneType: None
+    """
+    parsed = []
+    for i, target in enumerate(targets):
+        try:
+            parsed.append(parse(target))
+        except NdpatchError as err:
+            raise type(err)(f"target {i} of the batch: {err}") from None
+    return parsed
+
+
 def parse_target(target: dict, *, annotation_box, image_dims, describe=None) -> Target:
     """Parse a target dict into a :class:`Target`.
 
@@ -353,29 +370,38 @@ def parse_target(target: dict, *, annotation_box, image_dims, describe=None) -> 
     return tr
 
 
-def _parse(target: dict, gid: int, aid, box, image_dims) -> Target:
-    space_slice = target.get("space_slice")
-    if space_slice is None:
-        space_slice = target.get("slices")   # ndsampler's name for the 2-D window
+def target_window(target: dict, box, space_slice, dims: Callable[[], tuple[int, int]]) -> Window:
+    """The window of a target: ``space_slice``, else centred (``cx, cy`` and ``width, height`` or
+    ``window_dims``; an annotation's ``box`` (x, y, w, h) fills what the target leaves out), else all of ``dims()``.
+
+    >>> target_window({"window_dims": (4, 4)}, (10, 20, 2, 2), None, lambda: (64, 64))
+    (slice(19, 23, None), slice(9, 13, None))
+    """
     cx, cy, width, height = target.get("cx"), target.get("cy"), target.get("width"), target.get("height")
     if box is not None and space_slice is None:   # an annotation fills what the target leaves out
-        _, x, y, w, h = box
+        x, y, w, h = box
         cx = x + w / 2 if cx is None else cx
         cy = y + h / 2 if cy is None else cy
         width = max(w, 1.0) if width is None else width
         height = max(h, 1.0) if height is None else height
     if space_slice is not None:
-        window = window_slices(space_slice, lambda: image_dims(gid))
-    elif cx is not None or cy is not None:
+        return window_slices(space_slice, dims)
+    if cx is not None or cy is not None:
         rows, cols = window_size(target, height, width)
         if cx is None or cy is None:
             raise InvalidTarget("a centred target needs both cx and cy")
-        window = window_from_center(number(cx, "cx"), number(cy, "cy"), cols, rows)
-    elif width is not None or height is not None or target.get("window_dims") is not None:
+        return window_from_center(number(cx, "cx"), number(cy, "cy"), cols, rows)
+    if width is not None or height is not None or target.get("window_dims") is not None:
         raise InvalidTarget("width, height and window_dims need a centre: give cx and cy (or aid)")
-    else:
-        height, width = image_dims(gid)
-        window = (slice(0, height), slice(0, width))
+    height, width = dims()
+    return slice(0, height), slice(0, width)
+
+
+def _parse(target: dict, gid: int, aid, box, image_dims) -> Target:
+    space_slice = target.get("space_slice")
+    if space_slice is None:
+        space_slice = target.get("slices")   # ndsampler's name for the 2-D window
+    window = target_window(target, None if box is None else box[1:], space_slice, lambda: image_dims(gid))
     fill, dtype = parse_fill(target, parse_dtype(target.get("dtype")))
     interpolation, antialias = parse_interpolation(target)
     tr = Target(gid=gid, space_slice=window, pad=parse_pad(target.get("pad")),

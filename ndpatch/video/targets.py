@@ -27,8 +27,7 @@ from ndpatch.annots import warp_boxes
 from ndpatch.dataset import channel_names, vid_from_img
 from ndpatch.errors import TargetError
 from ndpatch.target import (InvalidTarget, Window, as_ints, check_window_size, integer, number, parse_channels,
-                            parse_dtype, parse_fill, parse_interpolation, parse_pad, parse_scale, window_from_center,
-                            window_size, window_slices)
+                            parse_dtype, parse_fill, parse_interpolation, parse_pad, parse_scale, target_window)
 
 #: Interpolations a target may ask for (kwimage names).
 INTERPOLATIONS = ("linear", "nearest")
@@ -79,26 +78,6 @@ class VideoTarget:
         if self.scale != 1:
             height, width = max(1, round(height * self.scale)), max(1, round(width * self.scale))
         return len(self.gids), height, width
-
-
-def _window(target: dict, space_dims: tuple[int, int], aid_box, space_slice) -> Window:
-    cx, cy, width, height = target.get("cx"), target.get("cy"), target.get("width"), target.get("height")
-    if aid_box is not None and space_slice is None:   # the annotation fills what the target leaves out
-        x, y, w, h = aid_box
-        cx = x + w / 2 if cx is None else cx
-        cy = y + h / 2 if cy is None else cy
-        width = max(w, 1.0) if width is None else width
-        height = max(h, 1.0) if height is None else height
-    if space_slice is not None:
-        return window_slices(space_slice, lambda: space_dims)
-    if cx is not None or cy is not None:
-        rows, cols = window_size(target, height, width)
-        if cx is None or cy is None:
-            raise InvalidTarget("a centred target needs both cx and cy")
-        return window_from_center(number(cx, "cx"), number(cy, "cy"), cols, rows)
-    if width is not None or height is not None or target.get("window_dims") is not None:
-        raise InvalidTarget("width, height and window_dims need a centre: give cx and cy (or aid)")
-    return slice(0, space_dims[0]), slice(0, space_dims[1])
 
 
 def _video_pad(pad: Any) -> tuple[int, int]:
@@ -196,7 +175,7 @@ def _parse(target: dict, frames, vidid, gids: tuple[int, ...], time_slice, space
         if gid not in gids:
             raise InvalidTarget(f"annotation {aid} is on image {gid}, not one of the frames")
         aid_box = warp_boxes(np.array([[x, y, w, h]]), vid_from_img(index.image(gid)))[0]
-    window = _window(target, space_dims, aid_box, space_slice)
+    window = target_window(target, aid_box, space_slice, lambda: space_dims)
 
     channels = parse_channels(target.get("channels"))
     if isinstance(channels, str):
@@ -220,17 +199,16 @@ def _parse(target: dict, frames, vidid, gids: tuple[int, ...], time_slice, space
 def video_sample_target(target: dict, tr: VideoTarget, n_video: int, channels: tuple | None = None) -> dict:
     """The target a video sample returns: the caller's keys, plus the frames and window as ndsampler infers them.
 
-    Adds ``vidid``, ``gids``, ``time_slice`` (None when the frames were given
-    as ``gids``), ``space_slice``, ``slices`` (time, rows, cols), ``pad`` (unless given),
-    ``space_dims``, ``data_dims`` (frames, height, width), ``window_dims``
+    Adds ``vidid``, ``gids``, ``time_slice`` (of the video's frames; for frames
+    given as ``gids``, ``slice(0, len(gids))`` as in ndsampler), ``space_slice``,
+    ``slices`` (time, rows, cols), ``pad`` (unless given), ``space_dims``, ``data_dims`` (frames, height, width), ``window_dims``
     (the window's (height, width)), ``interpolation``, ``antialias`` and, when
     known and not given, ``channels`` (the names of the C axis).
     """
     time_slice = tr.time_slice if tr.time_slice is not None else slice(0, len(tr.gids))
-    by_gids = target.get("gids", target.get("image_ids")) is not None and target.get("time_slice") is None
     space_slice = tr.space_slice
     normalized = {
-        "pad": tr.pad, **target, "vidid": tr.vidid, "gids": list(tr.gids), "time_slice": None if by_gids else time_slice,
+        "pad": tr.pad, **target, "vidid": tr.vidid, "gids": list(tr.gids), "time_slice": time_slice,
         "space_slice": space_slice, "slices": (time_slice, *space_slice),
         "space_dims": tr.space_dims, "data_dims": (n_video, *tr.space_dims),
         "interpolation": tr.interpolation, "antialias": tr.antialias,
