@@ -37,6 +37,9 @@ Window = tuple[slice, slice]
 #: anything is allocated (``NDPATCH_MAX_WINDOW_PIXELS``; default 2**30, e.g. 32768 × 32768).
 MAX_WINDOW_PIXELS = int(os.environ.get("NDPATCH_MAX_WINDOW_PIXELS", 2**30))
 
+#: Target keys that say how a window is read; a target with none of them is read with the defaults.
+READ_OPTIONS = frozenset({"pad", "channels", "dtype", "fill", "nodata", "scale", "interpolation", "antialias"})
+
 
 def window_from_center(cx: float, cy: float, width: float, height: float) -> Window:
     """The (row slice, col slice) of a window of the given size centred at (cx, cy)."""
@@ -137,9 +140,14 @@ def number(value: Any, name: str, positive: bool = False) -> float:
     ...
     ndpatch.target.InvalidTarget: cx must be a finite number, got nan
     """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    kind = type(value)
+    if kind is not float and kind is not int and (isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating))):
         raise InvalidTarget(f"{name} must be a number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:   # an int beyond float's range
+        raise InvalidTarget(f"{name} must be a finite number, got {value!r}") from None
     if not math.isfinite(value):
         raise InvalidTarget(f"{name} must be a finite number, got {value!r}")
     if positive and value <= 0:
@@ -386,12 +394,16 @@ def target_window(target: dict, box, space_slice, dims: Callable[[], tuple[int, 
         height = max(h, 1.0) if height is None else height
     if space_slice is not None:
         return window_slices(space_slice, dims)
+    window_dims = target.get("window_dims")
     if cx is not None or cy is not None:
-        rows, cols = window_size(target, height, width)
         if cx is None or cy is None:
             raise InvalidTarget("a centred target needs both cx and cy")
+        if window_dims is None and height is not None and width is not None:   # the usual case, without window_size
+            rows, cols = number(height, "height", positive=True), number(width, "width", positive=True)
+        else:
+            rows, cols = window_size(target, height, width)
         return window_from_center(number(cx, "cx"), number(cy, "cy"), cols, rows)
-    if width is not None or height is not None or target.get("window_dims") is not None:
+    if width is not None or height is not None or window_dims is not None:
         raise InvalidTarget("width, height and window_dims need a centre: give cx and cy (or aid)")
     height, width = dims()
     return slice(0, height), slice(0, width)
@@ -402,11 +414,14 @@ def _parse(target: dict, gid: int, aid, box, image_dims) -> Target:
     if space_slice is None:
         space_slice = target.get("slices")   # ndsampler's name for the 2-D window
     window = target_window(target, None if box is None else box[1:], space_slice, lambda: image_dims(gid))
-    fill, dtype = parse_fill(target, parse_dtype(target.get("dtype")))
-    interpolation, antialias = parse_interpolation(target)
-    tr = Target(gid=gid, space_slice=window, pad=parse_pad(target.get("pad")),
-                channels=parse_channels(target.get("channels")), dtype=dtype, fill=fill, aid=aid,
-                scale=parse_scale(target.get("scale")), interpolation=interpolation, antialias=antialias)
+    if READ_OPTIONS.isdisjoint(target):   # most targets: a window and nothing else
+        tr = Target(gid=gid, space_slice=window, aid=aid)
+    else:
+        fill, dtype = parse_fill(target, parse_dtype(target.get("dtype")))
+        interpolation, antialias = parse_interpolation(target)
+        tr = Target(gid=gid, space_slice=window, pad=parse_pad(target.get("pad")),
+                    channels=parse_channels(target.get("channels")), dtype=dtype, fill=fill, aid=aid,
+                    scale=parse_scale(target.get("scale")), interpolation=interpolation, antialias=antialias)
     check_window_size(tr.shape)
     return tr
 
