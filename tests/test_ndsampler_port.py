@@ -396,3 +396,49 @@ def test_module_level_names():
     assert len(ndsampler.select_positive_regions(ndsampler.tabular_coco_targets(dset), (64, 64), rng=0)) > 0
     vids = kwcoco_demo("vidshapes2", num_frames=3)
     assert len(ndsampler.new_video_sample_grid(vids, (3, 64, 64), verbose=0)["targets"]) > 0
+
+
+def test_every_public_name_of_ndsampler_is_there():
+    """ndsampler 0.8.1's top-level names, and each submodule's own classes and functions, exist in ndpatch.ndsampler."""
+    import importlib
+    import inspect
+    real = pytest.importorskip("ndsampler")
+    assert not [name for name in real.__all__ if not hasattr(ndsampler, name)]
+    left_out = {"category_tree": {"Mixin_CategoryTree_Torch"}}   # torch helpers (docs/porting.md)
+    for mod in ["abstract_frames", "abstract_sampler", "category_tree", "coco_frames", "coco_regions",
+                "coco_sampler", "isect_indexer", "toydata"]:
+        theirs = importlib.import_module(f"ndsampler.{mod}")
+        names = {name for name, value in vars(theirs).items() if not name.startswith("_")
+                 and (inspect.isclass(value) or inspect.isfunction(value)) and value.__module__ == theirs.__name__}
+        assert names - left_out.get(mod, set()) <= set(dir(getattr(ndsampler, mod))), mod
+
+
+def test_regions_api(shapes8):
+    regions = shapes8.regions
+    assert regions.dset is shapes8.dset and regions.workdir == shapes8.workdir
+    aids = list(shapes8.dset.index.gid_to_aids[1])
+    segs = regions.get_segmentations(aids)
+    assert len(segs) == len(aids) and all(isinstance(s, kwimage.MultiPolygon) for s in segs)
+    whole = kwimage.Boxes([[0, 0, 600, 600]], "xywh")
+    assert regions.overlapping_aids(1, whole) == sorted(aids)
+    box = shapes8.dset.anns[aids[0]]["bbox"]
+    corner = kwimage.Boxes([[box[0], box[1], box[2] / 4, box[3] / 4]], "xywh")   # a 1/16 of the box
+    assert aids[0] in regions.overlapping_aids(1, corner, visible_thresh=0.05)
+    assert aids[0] not in regions.overlapping_aids(1, corner, visible_thresh=0.1)
+    assert regions.isect_index.overlapping_aids(1, whole) == sorted(aids)
+    assert regions.get_item(0)["aid"] == regions.get_positive(0)["aid"]
+
+
+def test_finalize_false_and_native_scale(vidshapes):
+    target = {"gid": 1, "slices": (slice(0, 16), slice(0, 16)), "channels": "B1|B10"}   # files at image scale
+    image = vidshapes.load_sample({**target, "finalize": False})
+    assert not isinstance(image["im"], np.ndarray)   # a delayed_image crop, read when finalized
+    np.testing.assert_array_equal(np.asarray(image["im"].finalize()), vidshapes.load_sample(target)["im"])
+    vidid = vidshapes.dset.videos().lookup("id")[0]
+    native = vidshapes.load_sample({"vidid": vidid, "space_slice": (slice(0, 60), slice(0, 60)),
+                                    "channels": "B1|B8", "use_native_scale": True})
+    first = native["im"][0]   # per frame: one window per file, at that file's own resolution
+    assert [part.shape[:2] for part in first] == [(60, 60), (10, 10)]
+    realigned = vidshapes.load_sample({"vidid": vidid, "space_slice": (slice(0, 60), slice(0, 60)),
+                                       "channels": "B1|B8", "use_native_scale": True, "realign_native": "largest"})
+    assert realigned["im"].shape == (len(native["im"]), 60, 60, 2)
