@@ -442,3 +442,22 @@ def test_finalize_false_and_native_scale(vidshapes):
     realigned = vidshapes.load_sample({"vidid": vidid, "space_slice": (slice(0, 60), slice(0, 60)),
                                        "channels": "B1|B8", "use_native_scale": True, "realign_native": "largest"})
     assert realigned["im"].shape == (len(native["im"]), 60, 60, 2)
+
+
+def test_hit_box_negatives(tmp_path):
+    """A thin diagonal object: its box covers the image, its polygon leaves room for negatives."""
+    import kwcoco
+    write_raster(tmp_path / "img.tif", np.zeros((64, 64), dtype=np.uint8))
+    diagonal = [0, 0, 4, 0, 64, 60, 64, 64, 60, 64, 0, 4]
+    dset = kwcoco.CocoDataset({"images": [{"id": 1, "file_name": str(tmp_path / "img.tif"), "width": 64, "height": 64}],
+                               "categories": [{"id": 1, "name": "line"}],
+                               "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 64, 64],
+                                                "segmentation": [diagonal]}]})
+    regions = ndsampler.CocoSampler(dset).regions
+    regions.configure(window_dims=(16, 16))
+    negative = regions.get_negative(rng=0)
+    rows, cols = regions.window(negative)
+    assert rows.start >= cols.stop or cols.start >= rows.stop   # off the diagonal
+    regions.configure(window_dims=(16, 16), hit="box")
+    with pytest.raises(SamplingError, match="has room for a 16x16 negative"):
+        regions.get_negative(rng=0)
