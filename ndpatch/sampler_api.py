@@ -30,6 +30,7 @@ import numpy as np
 
 from ndpatch.errors import NdpatchError, TargetError
 from ndpatch.sampler_frames import SamplerFrames
+from ndpatch.sampling.regions_api import DatasetNames
 
 #: Target keys that only ndsampler code uses: a target with one of them goes through
 #: :meth:`SamplerAPI._load_ndsampler_sample` (``aid``: its returned target gains ndsampler's inferred keys).
@@ -82,7 +83,7 @@ def backend_spec(backend: Any, options: dict) -> tuple[Any, dict]:
     return backend.get("type"), config
 
 
-class SamplerAPI:
+class SamplerAPI(DatasetNames):
     """The parts of ndsampler 0.8.1's ``CocoSampler`` API that ndpatch's own read path does not use."""
 
     # -- construction ---------------------------------------------------------------------
@@ -95,43 +96,7 @@ class SamplerAPI:
             return data
         return cls(data, **kwargs)
 
-    # -- counts and classes (ndsampler's names) ---------------------------------------------
-    @property
-    def image_ids(self) -> list[int]:
-        return sorted(self.dset.imgs)
-
-    @property
-    def n_images(self) -> int:
-        return len(self.dset.imgs)
-
-    @property
-    def n_annots(self) -> int:
-        return len(self.dset.anns)
-
-    @property
-    def n_categories(self) -> int:
-        return len(self.dset.cats)
-
-    @property
-    def class_ids(self) -> list[int]:
-        return list(self.dset.cats)
-
-    @property
-    def catgraph(self):
-        """ndsampler's old name of :attr:`classes`."""
-        return self.classes
-
-    @property
-    def BACKGROUND_CLASS_ID(self) -> int:  # noqa: N802 (ndsampler's name)
-        """The id of the category named 'background', else 0 (negatives' ``category_id``)."""
-        return self.regions.BACKGROUND_CLASS_ID
-
-    def lookup_class_name(self, class_id: int) -> str:
-        return self.dset.cats[class_id]["name"]
-
-    def lookup_class_id(self, class_name: str) -> int:
-        return self.dset.name_to_cat[class_name]["id"]
-
+    # -- counts and classes: image_ids, n_images, class_ids, lookup_class_name, ... (DatasetNames)
     @property
     def n_positives(self) -> int:
         return self.regions.n_positives

@@ -85,7 +85,54 @@ def box_grid(regions, window_dims, window_overlap: float = 0.0, gids=None,
     return grid_result(targets)
 
 
-class RegionsAPI:
+class DatasetNames:
+    """ndsampler's counts and class lookups of ``self.dset`` (shared by the sampler and its regions).
+
+    >>> from ndpatch.demo import kwcoco_demo
+    >>> class Named(DatasetNames):
+    ...     dset = kwcoco_demo("shapes2")
+    >>> Named().n_images, Named().lookup_class_name(Named().lookup_class_id("star")), Named().BACKGROUND_CLASS_ID
+    (2, 'star', 0)
+    """
+
+    @property
+    def image_ids(self) -> list[int]:
+        return sorted(self.dset.imgs)
+
+    @property
+    def n_images(self) -> int:
+        return len(self.dset.imgs)
+
+    @property
+    def n_annots(self) -> int:
+        return len(self.dset.anns)
+
+    @property
+    def n_categories(self) -> int:
+        return len(self.dset.cats)
+
+    @property
+    def class_ids(self) -> list[int]:
+        return list(self.dset.cats)
+
+    @property
+    def catgraph(self):
+        """ndsampler's old name of ``classes``."""
+        return self.classes
+
+    @property
+    def BACKGROUND_CLASS_ID(self) -> int:  # noqa: N802 (ndsampler's name)
+        """The id of the category named 'background', else 0 (negatives' ``category_id``)."""
+        return background_id(self.dset.dataset)
+
+    def lookup_class_name(self, class_id: int) -> str:
+        return self.dset.cats[class_id]["name"]
+
+    def lookup_class_id(self, class_name: str) -> int:
+        return self.dset.name_to_cat[class_name]["id"]
+
+
+class RegionsAPI(DatasetNames):
     """ndsampler's ``CocoRegions`` names on :class:`~ndpatch.sampling.regions.Regions` (see the module doc)."""
 
     # -- the dataset ----------------------------------------------------------------------------
@@ -100,39 +147,6 @@ class RegionsAPI:
     @property
     def classes(self):
         return self.sampler.classes
-
-    catgraph = classes
-
-    @property
-    def BACKGROUND_CLASS_ID(self) -> int:  # noqa: N802 (ndsampler's name)
-        """The id of the category named 'background', else 0."""
-        return background_id(self.dset.dataset)
-
-    @property
-    def class_ids(self) -> list[int]:
-        return list(self.dset.cats)
-
-    @property
-    def image_ids(self) -> list[int]:
-        return sorted(self.dset.imgs)
-
-    @property
-    def n_annots(self) -> int:
-        return len(self.dset.anns)
-
-    @property
-    def n_images(self) -> int:
-        return len(self.dset.imgs)
-
-    @property
-    def n_categories(self) -> int:
-        return len(self.dset.cats)
-
-    def lookup_class_name(self, class_id: int) -> str:
-        return self.dset.cats[class_id]["name"]
-
-    def lookup_class_id(self, class_name: str) -> int:
-        return self.dset.name_to_cat[class_name]["id"]
 
     @property
     def hashid(self) -> str:
