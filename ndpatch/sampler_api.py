@@ -229,10 +229,9 @@ class SamplerAPI(DatasetNames):
         aid = target.get("aid")
         if aid is None or aid == -1:
             return inferred
-        ann = self.index.annotation(aid)
-        _, x, y, w, h = self.index.annotation_box(aid)
-        inferred.setdefault("category_id", ann.get("category_id"))
-        if "space_slice" not in target and "slices" not in target:
+        inferred.setdefault("category_id", self.index.annotation(aid).get("category_id"))
+        if "space_slice" not in target and "slices" not in target and not {"cx", "cy", "width", "height"} <= set(target):
+            _, x, y, w, h = self.index.annotation_box(aid)
             for key, value in (("cx", x + w / 2), ("cy", y + h / 2), ("width", w), ("height", h)):
                 inferred.setdefault(key, value)
         return inferred
