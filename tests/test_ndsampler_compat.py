@@ -83,6 +83,8 @@ def random_video_targets(sampler, rng, count):
                   {"video_id": vidid, "image_ids": chosen, **centre},
                   {"vidid": vidid, "time_slice": times, **centre}][form]
         target["channels"] = ["<all>", "B1|B10", "B8|B1", "B11"][rng.integers(4)]
+        if rng.random() < 0.2:
+            target["scale"] = float(rng.choice([0.5, 2.0]))
         yield target
 
 
@@ -143,6 +145,8 @@ def test_random_video_targets():
         height, width = a["target"]["space_dims"]
         rows, cols = np.arange(y0, y1)[:, None], np.arange(x0, x1)[None, :]
         inside = (rows >= EDGE) & (rows < height - EDGE) & (cols >= EDGE) & (cols < width - EDGE)
+        if "scale" in target:   # resampled by another kernel (docs/differences.md): shapes and annotations only
+            continue
         for c, name in enumerate(names):
             pa, pb = a["im"][..., c].astype(np.int64), b["im"][..., c].astype(np.int64)
             if name in NATIVE:
