@@ -49,7 +49,8 @@ def ported(source: str) -> str:
 
 def readme_blocks() -> list[str]:
     """The ``>>>`` code blocks of ndsampler's README (its package description)."""
-    text = metadata.metadata("ndsampler").get_payload()
+    # the METADATA file's body (importlib_metadata, which dask installs, gives its Message no payload)
+    text = metadata.distribution("ndsampler").read_text("METADATA").split("\n\n", 1)[1]
     blocks = re.findall(r"\.\. code-block:: python\n\n((?:    .*\n|\n)+)", text)
     return [re.sub(r"^    ", "", block, flags=re.M) for block in blocks if ">>>" in block]
 

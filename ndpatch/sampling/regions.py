@@ -195,11 +195,8 @@ class Regions(RegionsAPI):
         }
 
     def get_positive(self, index: int | None = None, rng: RngLike = None) -> dict:
-        """Positive ``index`` (of the preselected pool, else of the table), or one drawn.
-
-        Without ``rng``: coverage epochs; with an explicit ``rng`` a draw has no
-        state, as in ndsampler (the same seed gives the same positive).
-        """
+        """Positive ``index`` (of the preselected pool, else of the table), or one drawn: without
+        ``rng`` by coverage epochs; with ``rng`` statelessly, as in ndsampler (same seed, same positive)."""
         if index is None and rng is None:
             return self._next_positive(self._rng(None))
         if index is None:
@@ -358,26 +355,20 @@ class Regions(RegionsAPI):
                         gids: Sequence[int] | None = None, time_stride: int | None = None,
                         vidids: Sequence[int] | None = None, hit: str = "extent",
                         **box_options) -> dict[str, list]:
-        """Windows tiling every image (or ``gids``), in grid order (:func:`~.regions_api.grid_result`:
-        ``targets``, ``positives_indexes``, ``negatives_indexes``, ``positives``, ``negatives``).
+        """Windows tiling every image (or ``gids``), in grid order (:func:`~.regions_api.grid_result`).
 
-        ``window_dims`` is (height, width), ``'full'`` (one window per image) or None (the
-        configured one). ``window_overlap`` (a fraction, or one per axis) or ``stride``
-        (pixels, or ``(sy, sx)``; above the window: a sparse grid), ``edge`` (``'shift'``,
-        ``'pad'``, ``'overshoot'``, ``'drop'``), ``pad_direction`` and ``padding`` place the
-        windows (:class:`~ndpatch.sampling.geometry.GridRule`). Each target has ``gid``,
-        ``space_slice`` (and ndsampler's ``slices``), ``aids`` (annotations whose extent meets
-        the window) and ``label``. ``hit='box'``: ndsampler 0.8.1's grid, windows and labels
-        (:func:`~.regions_api.box_grid`, which takes ``box_options``).
-        ``window_dims=(time, height, width)``: a space-time grid over every video (or ``vidids``),
-        ``time_stride`` frames apart (:meth:`ndpatch.sampling.video.VideoRegions.new_sample_grid`;
-        ``task='video_detection'`` overlaps in time too, as in ndsampler).
+        ``window_dims``: (height, width), ``'full'`` or None (the configured one).
+        ``window_overlap`` (a fraction, or one per axis) or ``stride`` (pixels), ``edge``
+        (``'shift'``, ``'pad'``, ``'overshoot'``, ``'drop'``), ``pad_direction`` and ``padding``
+        place the windows (:class:`~ndpatch.sampling.geometry.GridRule`). Each target has
+        ``gid``, ``space_slice`` (and ``slices``), ``aids`` (annotations whose extent meets it)
+        and ``label``; ``hit='box'``: ndsampler's grid (:func:`~.regions_api.box_grid`, which
+        takes ``box_options``). ``window_dims=(time, height, width)``: a space-time grid
+        (:meth:`ndpatch.sampling.video.VideoRegions.new_sample_grid`).
         """
-        if task not in GRID_TASKS:
-            raise TargetError(f"new_sample_grid task must be one of {GRID_TASKS}, got {task!r}")
-        if hit not in ("extent", "box") or (box_options and hit != "box"):
-            raise TargetError(f"new_sample_grid got hit={hit!r} and options {sorted(box_options)}; "
-                              f"hit is 'extent' or 'box' (which takes {sorted(box_options)})")
+        if task not in GRID_TASKS or hit not in ("extent", "box") or (box_options and hit != "box"):
+            raise TargetError(f"new_sample_grid takes task in {GRID_TASKS} and hit 'extent' or 'box' (options "
+                              f"only with 'box'), got task={task!r}, hit={hit!r}, options {sorted(box_options)}")
         rule = GridRule(window_overlap, stride, edge, pad_direction, padding)
         if window_dims is not None and not isinstance(window_dims, str) and len(window_dims) == 3:
             from ndpatch.sampling.video import VideoRegions
