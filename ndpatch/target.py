@@ -29,7 +29,7 @@ from typing import Any
 import kwimage
 import numpy as np
 
-from ndpatch.errors import NdpatchError, TargetError
+from ndpatch.errors import TargetError
 
 Window = tuple[slice, slice]
 
@@ -329,23 +329,6 @@ def check_window_size(shape: tuple[int, ...]) -> None:
     if pixels > MAX_WINDOW_PIXELS:
         raise InvalidTarget(f"a window of {' x '.join(map(str, shape))} pixels is larger than the "
                             f"{MAX_WINDOW_PIXELS} allowed (NDPATCH_MAX_WINDOW_PIXELS)")
-
-
-def parse_each(targets, parse: Callable[[Any], Any]) -> list:
-    """``parse(target)`` for each target of a batch; an error says which target of the batch it was.
-
-    >>> parse_each([{"gid": 1}, None], lambda t: parse_target(t, annotation_box=None, image_dims=lambda g: (4, 4)))
-    Traceback (most recent call last):
-    ...
-    ndpatch.errors.TargetError: target 1 of the batch: a target must be a dict, got NoneType: None
-    """
-    parsed = []
-    for i, target in enumerate(targets):
-        try:
-            parsed.append(parse(target))
-        except NdpatchError as err:
-            raise type(err)(f"target {i} of the batch: {err}") from None
-    return parsed
 
 
 def parse_target(target: dict, *, annotation_box, image_dims, describe=None) -> Target:

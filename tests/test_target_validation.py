@@ -107,12 +107,12 @@ def test_bad_video_targets_name_the_video(video_sampler, change, message):
 
 
 def test_load_batch_names_the_bad_target(sampler, video_sampler):
-    with pytest.raises(TargetError, match=r"^target 2 of the batch: image 1 \(.*\): cx must be a finite number"):
+    with pytest.raises(TargetError, match=r"^target 2 of the batch \(.*\): image 1 \(.*\): cx must be a finite number"):
         sampler.load_batch([WINDOW, WINDOW, {**WINDOW, "cx": math.nan}])
-    with pytest.raises(TargetError, match="^target 1 of the batch: a target must be a dict"):
+    with pytest.raises(TargetError, match=r"^target 1 of the batch \(None\): a target must be a dict"):
         sampler.load_batch([WINDOW, None])
     good = {"vidid": 1, "cx": 8, "cy": 8, "width": 8, "height": 8}
-    with pytest.raises(TargetError, match=r"^target 1 of the batch: video 1 .*dtype float16 is not served"):
+    with pytest.raises(TargetError, match=r"^target 1 of the batch \(.*\): video 1 .*dtype float16 is not served"):
         video_sampler.load_batch([good, {**good, "dtype": "float16"}])
 
 

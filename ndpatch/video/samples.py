@@ -20,9 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ndpatch.errors import TargetError
+from ndpatch.errors import NdpatchError, TargetError
 from ndpatch.readers import READERS
-from ndpatch.target import parse_each, window_params
+from ndpatch.batch import at_target
+from ndpatch.target import window_params
 from ndpatch.video.detections import frame_detections, stack_annots
 from ndpatch.video.frames import Frame, video_frames
 from ndpatch.video.targets import VideoTarget, is_video_target, parse_video_target, video_sample_target
@@ -156,7 +157,12 @@ def load_video_batch(sampler, targets: Sequence[dict], with_annots: bool = True,
     if mixed:
         raise TargetError(f"a batch mixes video targets (T×H×W×C) and image targets (H×W×C; "
                           f"target {mixed[0]}): load them in separate batches")
-    layouts = parse_each(targets, lambda target: video_layout(sampler, target))
+    layouts = []
+    for i, target in enumerate(targets):
+        try:
+            layouts.append(video_layout(sampler, target))
+        except NdpatchError as err:
+            raise at_target(err, i, target) from err
     first = layouts[0]
     for layout in layouts:
         if (layout.shape, layout.dtype) != (first.shape, first.dtype):
