@@ -30,6 +30,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -856,7 +857,10 @@ def logging_to_stderr(verbosity: int) -> Iterator[None]:
         logger.addHandler(handler)
         logger.setLevel(level)
     try:
-        yield
+        with warnings.catch_warnings():
+            # kwimage says so on import when its optional compiled extension is absent; ndpatch never calls NMS
+            warnings.filterwarnings("ignore", message="optional cpu_nms is not available", category=UserWarning)
+            yield
     finally:
         logging.captureWarnings(False)
         for logger, previous in zip(loggers, levels):
