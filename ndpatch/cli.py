@@ -249,8 +249,9 @@ def add_stretch(parser: argparse.ArgumentParser) -> None:
                              "none shows values as they are, clipped to 0..255")
 
 
-#: What ``show --out`` writes, by suffix: a picture with annotations drawn, or (``--raw``) a GeoTIFF of pixels.
-SHOW_PICTURES, SHOW_RASTERS = (".png", ".jpg", ".jpeg"), (".tif", ".tiff")
+#: ``show --out`` names that get a GeoTIFF of pixels; picture names (annotations drawn) are
+#: ``ndpatch.render.PICTURE_SUFFIXES``.
+SHOW_RASTERS = (".tif", ".tiff")
 
 
 def add_show(subparsers) -> None:
@@ -289,10 +290,11 @@ def add_show(subparsers) -> None:
     def check(args) -> str | None:
         if (args.cx is None) != (args.cy is None):
             return "--cx and --cy go together"
+        from ndpatch.render import PICTURE_SUFFIXES
         suffix = Path(args.out).suffix.lower()
-        if suffix not in SHOW_PICTURES + SHOW_RASTERS:
+        if suffix not in (*PICTURE_SUFFIXES, *SHOW_RASTERS):
             return (f"argument --out: {args.out!r} has an unknown extension; name a picture "
-                    f"{', '.join(SHOW_PICTURES)} or a GeoTIFF {', '.join(SHOW_RASTERS)}")
+                    f"{', '.join(PICTURE_SUFFIXES)} or a GeoTIFF {', '.join(SHOW_RASTERS)}")
         if args.raw and suffix not in SHOW_RASTERS:
             return f"--raw writes a GeoTIFF: name it .tif or .tiff, not {args.out!r}"
         return None
