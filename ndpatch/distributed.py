@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pickle
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -83,12 +85,14 @@ def completed(client, function: Callable, items: Iterable, *args) -> Iterator[tu
     ``error`` is the exception a task raised (or ``KilledWorker`` once the
     scheduler gave up re-running it after worker deaths), ``result`` None then.
     Closing the generator early (an error the caller will not go past, Ctrl-C)
-    cancels the tasks not yet done. Large ``args`` are sent to each worker once
-    (``client.scatter``), not with every task.
+    cancels the tasks not yet done. Small ``args`` (an export's job spec for a
+    dataset path) go with every task, so a worker dying as the run starts costs
+    nothing; large ones (a dataset object) are sent to each worker once
+    (``client.scatter``), tried again when a worker dies while they are sent.
     """
     import distributed
 
-    shared = [arg if _cheap(arg) else client.scatter([arg], broadcast=True, hash=False)[0] for arg in args]
+    shared = [arg if _cheap(arg) else _scatter(client, arg) for arg in args]
     futures = {client.submit(function, item, *shared, pure=False): item for item in items}
     try:
         for future in distributed.as_completed(futures):
@@ -98,6 +102,32 @@ def completed(client, function: Callable, items: Iterable, *args) -> Iterator[tu
         client.cancel([future for future in futures if not future.done()])
 
 
+#: Pickled size up to which a task argument travels with each task rather than being scattered.
+SEND_WITH_TASK_BYTES = 64 << 10
+#: Tries of a scatter whose worker connections close (a worker died meanwhile).
+SCATTER_TRIES = 3
+
+
 def _cheap(value: Any) -> bool:
-    """Whether a task argument is small enough to send with each task (no scatter)."""
-    return value is None or isinstance(value, (bool, int, float, str, bytes))
+    """Whether a task argument is small enough to send with each task (no scatter).
+
+    >>> _cheap("a path"), _cheap(list(range(10))), _cheap(bytes(1 << 20))
+    (True, True, False)
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    try:
+        return len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)) <= SEND_WITH_TASK_BYTES
+    except (pickle.PicklingError, TypeError, AttributeError):  # cloudpickle (Dask's) may still send it
+        return False
+
+
+def _scatter(client, value: Any):
+    """``value`` on every worker (a future); tried again when a worker's connection closes during it."""
+    for attempt in range(1, SCATTER_TRIES + 1):
+        try:
+            return client.scatter([value], broadcast=True, hash=False)[0]
+        except OSError:  # distributed's CommClosedError: a worker died while receiving it
+            if attempt == SCATTER_TRIES:
+                raise
+            time.sleep(attempt)

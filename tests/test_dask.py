@@ -173,3 +173,26 @@ def test_cli_dask_local_cluster(dset, tmp_path, capsys):
         main(["warmup", dset.fpath, "--dask", "local:0"])
     with pytest.raises(SystemExit):
         main(["warmup", dset.fpath, "--dask", "local:2", "--workers", "2"])
+
+
+def test_a_worker_dying_as_a_run_starts_does_not_fail_it(monkeypatch):
+    """Small task arguments go with each task; a scatter whose worker dies is tried again."""
+    from distributed.comm.core import CommClosedError
+
+    from ndpatch import distributed as ndpatch_distributed
+
+    class FlakyClient:
+        tries = 0
+
+        def scatter(self, values, broadcast, hash):
+            self.tries += 1
+            if self.tries < ndpatch_distributed.SCATTER_TRIES:
+                raise CommClosedError("in <TCP (closed) ConnectionPool.scatter>: Stream is closed")
+            return ["future"]
+
+    monkeypatch.setattr(ndpatch_distributed.time, "sleep", lambda seconds: None)
+    client = FlakyClient()
+    assert ndpatch_distributed._scatter(client, b"x") == "future"
+    assert client.tries == ndpatch_distributed.SCATTER_TRIES
+    spec = {"dataset": "/data/train.kwcoco.json", "out_dir": "/exports/a", "window": (256, 256)}
+    assert ndpatch_distributed._cheap(spec) and not ndpatch_distributed._cheap(bytes(1 << 20))

@@ -277,3 +277,32 @@ def test_a_worker_that_cannot_start_says_why(source, tmp_path, monkeypatch):
 
 def _stop():
     raise InterruptedError("stop before starting workers")
+
+
+@pytest.mark.parametrize("bands", [1, 3])
+def test_a_chip_is_complete_while_something_else_holds_its_gdal_dataset(tmp_path, bands):
+    """A profiler's sampled frame (Dask workers sample every thread) can keep the dataset alive past
+    ``ds = None``: the chip must not depend on the dataset being closed (it was a bare TIFF header)."""
+    import sys
+
+    import numpy as np
+
+    from ndpatch.export import base
+
+    kept = []  # like a sampling profiler: the frames of GDAL's own methods, alive after they return
+
+    def keep_frames(frame, event, arg):
+        if event == "return" and isinstance(frame.f_locals.get("self"), base.gdal.Dataset):
+            kept.append(frame)
+
+    pixels = np.random.default_rng(bands).integers(0, 255, (48, 40, bands), dtype=np.uint8)
+    chip = pixels[..., 0] if bands == 1 else pixels
+    sys.setprofile(keep_frames)
+    try:
+        size = base.write_geotiff(tmp_path / "chip.tif", chip)
+    finally:
+        sys.setprofile(None)
+    assert kept                                            # the dataset was still open when the file was published
+    assert size == (tmp_path / "chip.tif").stat().st_size
+    read = base.gdal.Open(str(tmp_path / "chip.tif")).ReadAsArray()
+    np.testing.assert_array_equal(read if bands == 1 else np.moveaxis(read, 0, -1), chip)

@@ -90,7 +90,12 @@ def write_geotiff(dest: str | os.PathLike, pixels: np.ndarray, geotransform: tup
     failed write (a full disk) is an OSError with its errno and leaves no GDAL
     dataset holding the removed temp file open.
     The folder is not fsynced here: the runner does that once per block,
-    before the block's part file marks it done.
+    before the block's part file marks it done. The bytes are taken after an
+    explicit ``FlushCache`` (GDAL 3.6 has no ``Close``): dropping the last name
+    of a dataset does not close it while anything else still holds it (a
+    profiler's sampled frame does: Dask's workers sample every thread's stack),
+    and an unclosed GeoTIFF is only a header, or a directory over unwritten
+    (zero) strips.
     """
     data = pixels if pixels.ndim == 3 else pixels[..., None]
     height, width, n_bands = data.shape
@@ -110,9 +115,10 @@ def write_geotiff(dest: str | os.PathLike, pixels: np.ndarray, geotransform: tup
                 ds.GetRasterBand(1).WriteArray(data[..., 0])
             else:
                 ds.WriteArray(data, interleave="pixel")
-            ds = None
+            ds.FlushCache()  # the file is complete now, whenever the dataset is closed
             with open(tmp, "wb") as file:
                 file.write(gdal.VSIGetMemFileBuffer_unsafe(memory))
+            ds = None
         finally:
             gdal.Unlink(memory)
 
