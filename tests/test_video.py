@@ -99,17 +99,26 @@ def test_nearest_pixels_equal_independent_warped_read(video_dset, window):
         np.testing.assert_array_equal(sample["im"][t], expected, err_msg=f"frame {gid}")
 
 
-def test_linear_general_affine_equals_whole_image_warp(video_dset):
+@pytest.mark.parametrize("origin", [(10, -6), (-9, 40), (3, 17), (21, 2)])
+def test_linear_general_affine_agrees_with_whole_image_warp(video_dset, origin):
+    """Within one grey level everywhere, and exact almost everywhere.
+
+    Only the asset's bounding window is warped; OpenCV's fixed-point interpolation weights
+    are rounded from coordinates relative to that window's origin, so a weight can land on
+    the other side of a 1/32 step from the whole-image warp's (about 1 pixel in 7,000 here).
+    """
     sampler = ndpatch.CocoSampler(video_dset)
-    rows, cols = WINDOWS[0]
-    sample = sampler.load_sample({"gids": [5], "space_slice": WINDOWS[0], "antialias": False})
+    rows, cols = slice(origin[0], origin[0] + 32), slice(origin[1], origin[1] + 36)
+    sample = sampler.load_sample({"gids": [5], "space_slice": (rows, cols), "antialias": False})
     pixels = whole_raster(sampler.index.source(5).path)
     out_from_asset = kwimage.Affine.translate((-cols.start, -rows.start)) @ \
         kwimage.Affine(asset_from_vid(video_dset, 5, video_dset.imgs[5])).inv()
     expected = kwimage.warp_affine(pixels, out_from_asset, dsize=(cols.stop - cols.start,
                                    rows.stop - rows.start), interpolation="linear",
                                    origin_convention="corner")
-    np.testing.assert_array_equal(sample["im"][0], expected)
+    difference = np.abs(sample["im"][0].astype(int) - expected)
+    assert difference.max() <= 1
+    assert np.count_nonzero(difference) <= difference.size // 100
 
 
 def test_unit_frames_are_exact_whatever_the_interpolation(video_dset):
