@@ -55,7 +55,7 @@ def connect(target: Any) -> Iterator[Any]:
 
     A local cluster runs N single-threaded worker processes (GDAL handles are
     per thread, and conversions get their parallelism from processes), binds
-    to 127.0.0.1 and has no dashboard; it is closed when the block ends.
+    to 127.0.0.1 (its dashboard too, on a free port); it is closed when the block ends.
     """
     try:
         import distributed

@@ -5,8 +5,10 @@ workers are spawned processes: they inherit the environment, not this
 process's patches): each npy conversion appends its source to a log file, and
 waits ``NDPATCH_TEST_CONVERT_DELAY`` seconds first when that is set.
 """
+import contextlib
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -111,12 +113,12 @@ def test_two_warmups_at_once_on_one_cache_convert_each_image_once(dset, client, 
     assert sorted(log_lines(conversion_log, "done")) == sorted(s.path for s in sources)
 
 
-@pytest.mark.timeout(300)
-def test_a_worker_killed_mid_conversion_loses_nothing(dset, client, conversion_log, tmp_path, monkeypatch):
+@contextlib.contextmanager
+def a_converting_worker_killed(client, conversion_log: Path, monkeypatch):
+    """Within the block, SIGKILL the first worker seen starting a conversion; yields the killed source paths."""
     conversion_log.unlink(missing_ok=True)
     monkeypatch.setenv("NDPATCH_TEST_CONVERT_DELAY", "0.5")
     client.run(set_worker_env, "NDPATCH_TEST_CONVERT_DELAY", "0.5")  # the running workers too
-    workdir = str(tmp_path / "cache")
     killed = []
 
     def kill_a_converting_worker():
@@ -130,26 +132,45 @@ def test_a_worker_killed_mid_conversion_loses_nothing(dset, client, conversion_l
                 killed.append(path)
             time.sleep(0.05)
 
-    import threading
     killer = threading.Thread(target=kill_a_converting_worker)
     killer.start()
     try:
-        summary = warmup(dset.fpath, backend="npy", workdir=workdir, client=client, progress=False)
+        yield killed
     finally:
         killer.join()
         client.run(set_worker_env, "NDPATCH_TEST_CONVERT_DELAY", None)
     assert len(killed) == 1
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_killed_mid_conversion_loses_nothing(dset, client, conversion_log, tmp_path, monkeypatch):
+    workdir = str(tmp_path / "cache")
+    with a_converting_worker_killed(client, conversion_log, monkeypatch) as killed:
+        summary = warmup(dset.fpath, backend="npy", workdir=workdir, client=client, progress=False)
     # Dask ran the killed image again elsewhere (or, had every try died, the summary names it)
     assert summary.converted + len(summary.failed) == N_IMAGES
     assert all("image" in reason and "died" in reason for reason in summary.failed.values())
     if not summary.failed:  # the retry removed the killed attempt's temp file under the entry's lock
         assert CacheStore(workdir).temp_files() == []
-    direct = ndpatch.CocoSampler(dset.fpath)
+    direct = ndpatch.CocoSampler(dset.fpath, backend=None)
     cached = ndpatch.CocoSampler(dset.fpath, backend="npy", workdir=workdir)
     for gid in dset.imgs:                         # every entry that is served is whole and exact
         window = {"gid": gid, "space_slice": (slice(0, 60), slice(0, 80))}
         np.testing.assert_array_equal(cached.load_sample(window)["im"], direct.load_sample(window)["im"])
     assert summary.failed or killed[0] in log_lines(conversion_log, "done")
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_killed_mid_export_leaves_the_export_a_local_run_makes(dset, client, conversion_log, tmp_path,
+                                                                         monkeypatch):
+    """The export's blocks convert their images on the workers (a fresh cache): one worker dies in a conversion."""
+    kwargs = {"format": "chips", "window": 48, "progress": False, "backend": "npy"}
+    with a_converting_worker_killed(client, conversion_log, monkeypatch):
+        on_dask = export(dset.fpath, tmp_path / "dask", client=client, workdir=str(tmp_path / "c1"), **kwargs)
+    local = export(dset.fpath, tmp_path / "local", workers=1, workdir=str(tmp_path / "c2"), **kwargs)
+    assert on_dask["chips"] == local["chips"]
+    assert_same_export(tmp_path / "dask", tmp_path / "local")
+    assert CacheStore(str(tmp_path / "c1")).temp_files() == []
 
 
 def test_export_on_dask_equals_a_local_export_and_resumes_exactly(dset, client, tmp_path):
@@ -169,6 +190,10 @@ def test_cli_dask_local_cluster(dset, tmp_path, capsys):
     workdir = str(tmp_path / "cache")
     assert main(["warmup", dset.fpath, "--backend", "npy", "--dask", "local:1", "--workdir", workdir]) == 0
     assert f"{N_IMAGES} converted" in capsys.readouterr().out
+    options = ["--format", "chips", "--window", "48", "--backend", "npy", "--workdir", workdir]
+    assert main(["export", dset.fpath, str(tmp_path / "dask"), *options, "--dask", "local:1"]) == 0
+    assert main(["export", dset.fpath, str(tmp_path / "local"), *options, "--workers", "1"]) == 0
+    assert_same_export(tmp_path / "dask", tmp_path / "local")
     with pytest.raises(SystemExit):
         main(["warmup", dset.fpath, "--dask", "local:0"])
     with pytest.raises(SystemExit):
