@@ -3,6 +3,7 @@ webdataset and TFRecord read back; errors; the docs example."""
 import csv
 import json
 import pickle
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -194,6 +195,17 @@ def test_tfrecord_shards_read_back(dataset, tmp_path):
             np.frombuffer(bytes(rec["label"]), bytes(rec["label_dtype"]).decode()).reshape(label.shape), label)
         np.testing.assert_allclose(rec["boxes"].reshape(-1, 4), annots["rel_boxes"].to_xywh().data)
         assert rec["class_ids"].tolist() == annots["cids"].tolist()
+
+
+@pytest.mark.parametrize("format, module", [("webdataset", "webdataset"), ("tfrecord", "tfrecord")])
+def test_a_format_whose_module_is_missing_is_refused_before_writing(dataset, tmp_path, capsys, monkeypatch,
+                                                                     format, module):
+    monkeypatch.setitem(sys.modules, module, None)  # as if the export extra were not installed
+    with pytest.raises(ExportError, match=rf"needs {module}.*pip install 'ndpatch\[export\]'"):
+        export(dataset, tmp_path / "out", format=format, window=32, progress=False)
+    assert main(["export", dataset.fpath, str(tmp_path / "out"), "--window", "32", "--format", format]) == 1
+    assert f"needs {module}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_two_workers_write_the_same_chips(dataset, chips_dir, tmp_path):

@@ -176,6 +176,8 @@ class Writer(Protocol):
     sharded: bool
     #: the files a block writes: numbered by chip index (per-chip formats) or by block (sharded)
     rules: tuple[NamingRule, ...]
+    #: the modules it imports beyond ndpatch's own dependencies (the ``export`` extra)
+    needs: tuple[str, ...]
 
     def write_block(self, out_dir: Path, block: int, chips: list[Chip]) -> list[dict]:
         """Write the chips of one block; returns each chip's record plus ``files`` and ``bytes``."""

@@ -27,6 +27,7 @@ class ChipsWriter:
     name = "chips"
     sharded = False
     rules = (IMAGE_CHIPS, LABEL_CHIPS)
+    needs = ()
 
     def write_block(self, out_dir: Path, block: int, chips: list[Chip]) -> list[dict]:
         records = []

@@ -69,6 +69,7 @@ class KwcocoWriter:
     name = "kwcoco"
     sharded = False
     rules = (IMAGE_CHIPS,)
+    needs = ()
 
     def write_block(self, out_dir: Path, block: int, chips: list[Chip]) -> list[dict]:
         records = []

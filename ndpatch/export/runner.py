@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import importlib.util
 import io
 import json
 import os
@@ -187,6 +188,10 @@ def export(dataset: Any, out_dir: str | os.PathLike, format: str = "chips", wind
     """
     if format not in WRITERS:
         raise ExportError(f"unknown export format {format!r}; expected one of {', '.join(WRITERS)}")
+    missing = [module for module in WRITERS[format].needs if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ExportError(f"export format {format!r} needs {', '.join(missing)}, which is not installed: "
+                          "pip install 'ndpatch[export]'")
     workers = default_workers() if workers is None else int(workers)
     if workers < 0 or int(shard_size) < 1:
         raise ExportError(f"workers must be >= 0 and shard_size >= 1, got {workers} and {shard_size}")

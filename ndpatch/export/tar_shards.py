@@ -26,6 +26,7 @@ class WebdatasetWriter:
     name = "webdataset"
     sharded = True
     rules = (TAR_SHARDS,)
+    needs = ("webdataset",)
 
     def write_block(self, out_dir: Path, block: int, chips: list[Chip]) -> list[dict]:
         import webdataset

@@ -63,6 +63,7 @@ class TfrecordWriter:
     name = "tfrecord"
     sharded = True
     rules = (TFRECORD_SHARDS,)
+    needs = ("tfrecord",)
 
     def write_block(self, out_dir: Path, block: int, chips: list[Chip]) -> list[dict]:
         from tfrecord.writer import TFRecordWriter
