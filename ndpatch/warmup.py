@@ -44,10 +44,12 @@ from ndpatch.workers import default_workers, process_pool
 
 @dataclass
 class WarmupSummary:
-    """What a warmup did: counts, failures by image id, bytes written, seconds."""
+    """What a warmup did: counts of files (an image of several files counts each), failures by image id, bytes
+    written, seconds."""
 
     backend: str
     root: str
+    images: int = 0
     total: int = 0
     converted: int = 0
     cached: int = 0
@@ -56,7 +58,8 @@ class WarmupSummary:
     elapsed: float = 0.0
 
     def __str__(self) -> str:
-        head = f"warmup ({self.backend}, cache {self.root}): {self.total} images"
+        files = "" if self.total == self.images else f" ({self.total} files)"
+        head = f"warmup ({self.backend}, cache {self.root}): {self.images} images{files}"
         if self.converted == 0 and not self.failed:
             return f"{head}: nothing to do, all already cached ({self.elapsed:.1f} s)"
         lines = [f"{head}: {self.converted} converted, {self.cached} already cached, "
@@ -113,19 +116,26 @@ def warmup(dset: Any, backend: str = "auto", workers: int | None = None,
         raise NdpatchError(f"warmup needs a cache backend ({', '.join(CACHE_BACKENDS)}), not {backend!r}")
     cache = make_backend(backend, workdir=workdir, progress=progress, **options)
     root = str(cache.store.root)  # absolute: the one path every worker writes to
-    summary = WarmupSummary(backend=backend, root=root, total=len(index.dset.imgs))
+    summary = WarmupSummary(backend=backend, root=root, images=len(index.dset.imgs))
     pending = []
     for gid in sorted(index.dset.imgs):
         try:
-            source = index.source(gid)
-            if remote.is_remote(source.path):
-                remote.refresh(source.path)  # ask the server: a rewritten object is converted again
-            if cache.cached(source):
-                summary.cached += 1
-            else:
-                pending.append(source)
+            sources = index.sources(gid)  # a multi-file image: each of its files
         except (NdpatchError, OSError) as err:
+            summary.total += 1
             summary.failed[gid] = str(err)
+            continue
+        for source in sources:
+            summary.total += 1
+            try:
+                if remote.is_remote(source.path):
+                    remote.refresh(source.path)  # ask the server: a rewritten object is converted again
+                if cache.cached(source):
+                    summary.cached += 1
+                else:
+                    pending.append(source)
+            except (NdpatchError, OSError) as err:
+                summary.failed[gid] = str(err)
     workers = default_workers() if workers is None else workers
     with tqdm(total=len(pending), desc=f"warmup {backend}", unit="img", disable=not (progress and pending)) as bar:
         if client is not None and pending:

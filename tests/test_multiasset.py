@@ -98,3 +98,20 @@ def test_unknown_channel_names_the_image(multi):
     sampler = ndpatch.CocoSampler(path)
     with pytest.raises(ndpatch.ChannelError, match="image 1 .*no channel 'red_edge'"):
         sampler.load_sample({"gid": 1, "cx": 5, "cy": 5, "width": 4, "height": 4, "channels": "red|red_edge"})
+
+
+def test_warmup_converts_every_file_of_a_multi_file_image(multi, tmp_path):
+    from ndpatch.cache import CacheStore
+    from ndpatch.warmup import warmup
+    path, _ = multi
+    workdir = str(tmp_path / "cache")
+    summary = warmup(path, backend="npy", workdir=workdir, workers=0, progress=False)
+    assert (summary.images, summary.total, summary.converted, summary.failed) == (1, 4, 4, {})
+    assert "1 images (4 files): 4 converted" in str(summary)
+    assert warmup(path, backend="npy", workdir=workdir, workers=0, progress=False).converted == 0
+    entries = CacheStore(workdir).info()["entries"]
+    target = {"gid": 1, "space_slice": (slice(8, 80), slice(14, 100)), "channels": "red|nir|swir",
+              "dtype": "float32"}
+    cached = ndpatch.CocoSampler(path, backend="npy", workdir=workdir).load_sample(target)["im"]
+    assert CacheStore(workdir).info()["entries"] == entries == 4   # read from the warmed entries, none added
+    np.testing.assert_array_equal(cached, ndpatch.CocoSampler(path, backend=None).load_sample(target)["im"])
