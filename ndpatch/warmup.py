@@ -68,6 +68,10 @@ class WarmupSummary:
         lines += [f"  failed: {reason}" for reason in self.failed.values()]
         return "\n".join(lines)
 
+    def fail(self, gid: int, reason: str) -> None:
+        """Record why one of image ``gid``'s files failed; a second file's reason is added after ``; ``."""
+        self.failed[gid] = reason if gid not in self.failed else f"{self.failed[gid]}; {reason}"
+
 
 #: This process's backends by (name, cache folder, settings): a worker builds each once.
 _BACKENDS: dict[tuple, Any] = {}
@@ -123,7 +127,7 @@ def warmup(dset: Any, backend: str = "auto", workers: int | None = None,
             sources = index.sources(gid)  # a multi-file image: each of its files
         except (NdpatchError, OSError) as err:
             summary.total += 1
-            summary.failed[gid] = str(err)
+            summary.fail(gid, str(err))
             continue
         for source in sources:
             summary.total += 1
@@ -135,9 +139,9 @@ def warmup(dset: Any, backend: str = "auto", workers: int | None = None,
                 else:
                     pending.append(source)
             except (NdpatchError, OSError) as err:
-                summary.failed[gid] = str(err)
+                summary.fail(gid, str(err))
     workers = default_workers() if workers is None else workers
-    with tqdm(total=len(pending), desc=f"warmup {backend}", unit="img", disable=not (progress and pending)) as bar:
+    with tqdm(total=len(pending), desc=f"warmup {backend}", unit="file", disable=not (progress and pending)) as bar:
         if client is not None and pending:
             with connect(client) as dask_client:
                 outcomes = completed(dask_client, convert_one, pending, backend, root, options)
@@ -174,7 +178,7 @@ def _result(future, source: ImageSource) -> tuple[int, bool, int, str | None]:
 def _collect(results, summary: WarmupSummary, bar: tqdm) -> None:
     for gid, converted, nbytes, error in results:
         if error is not None:
-            summary.failed[gid] = error
+            summary.fail(gid, error)
         elif converted:
             summary.converted += 1
             summary.bytes_written += nbytes

@@ -1,10 +1,15 @@
 """Multi-file images: bands at 10, 20 and 60 m and a label raster, aligned on one pixel grid."""
+import os
+import shutil
+
 import kwcoco
 import numpy as np
 import pytest
 
 import ndpatch
+from ndpatch.cache import CacheStore
 from ndpatch.demo import write_raster
+from ndpatch.warmup import warmup
 
 UTM = 32631
 X0, Y0 = 600000.0, 5000000.0
@@ -101,8 +106,6 @@ def test_unknown_channel_names_the_image(multi):
 
 
 def test_warmup_converts_every_file_of_a_multi_file_image(multi, tmp_path):
-    from ndpatch.cache import CacheStore
-    from ndpatch.warmup import warmup
     path, _ = multi
     workdir = str(tmp_path / "cache")
     summary = warmup(path, backend="npy", workdir=workdir, workers=0, progress=False)
@@ -115,3 +118,15 @@ def test_warmup_converts_every_file_of_a_multi_file_image(multi, tmp_path):
     cached = ndpatch.CocoSampler(path, backend="npy", workdir=workdir).load_sample(target)["im"]
     assert CacheStore(workdir).info()["entries"] == entries == 4   # read from the warmed entries, none added
     np.testing.assert_array_equal(cached, ndpatch.CocoSampler(path, backend=None).load_sample(target)["im"])
+
+
+def test_warmup_names_every_failed_file_of_a_multi_file_image(multi, tmp_path):
+    path, _ = multi
+    bundle = tmp_path / "bundle"
+    shutil.copytree(os.path.dirname(path), bundle)
+    (bundle / "b20.tif").unlink()
+    (bundle / "b60.tif").write_bytes(b"not a raster")
+    moved = str(bundle / os.path.basename(path))
+    summary = warmup(moved, backend="npy", workdir=str(tmp_path / "cache"), workers=0, progress=False)
+    assert (summary.images, summary.total, summary.converted, list(summary.failed)) == (1, 4, 2, [1])
+    assert "b20.tif" in summary.failed[1] and "b60.tif" in summary.failed[1]
