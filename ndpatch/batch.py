@@ -11,8 +11,9 @@ targets are parsed once into it (:meth:`CocoSampler.window_table`,
 :func:`read_batch` reads a table with per-batch work only: one image record per
 image, the out-of-image and padding decisions as array arithmetic per image,
 the fill of padded windows as one assignment, and for memory-mapped entries a
-copy loop over plain integers (``out[i, a0:a1, b0:b1] = array[r0:r1, c0:c1]``).
-Other windows go through :func:`~ndpatch.cache.base.read_window` (decoded on
+copy loop over plain integers (``out[i, a0:a1, b0:b1] = array[r0:r1, c0:c1]``),
+split over the reader threads for batches of :data:`THREADED_COPY_BYTES` or
+more (numpy releases the GIL while it copies). Other windows go through :func:`~ndpatch.cache.base.read_window` (decoded on
 the reader threads); scaled and multi-file windows are resampled.
 :func:`select_annots` finds every window's annotations with one array test per
 image (:meth:`~ndpatch.annots.ImageAnnots.select_windows`) and returns
@@ -216,6 +217,10 @@ def at_target(err: NdpatchError, index: int, target: Any) -> NdpatchError:
     return named
 
 
+#: Batches of at least this many bytes copy their memory-mapped windows on the reader threads.
+THREADED_COPY_BYTES = 1 << 20
+
+
 # -- pixels --------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class _Group:
@@ -227,22 +232,22 @@ class _Group:
     resampled: bool
 
 
-def _groups(records, table: WindowTable, named: Sequence) -> list[_Group]:
+def _groups(records, table: WindowTable, rows: list[list[int]], named: Sequence) -> list[_Group]:
     """The batch's rows grouped by image and read option (one record lookup per image)."""
     members: dict[tuple[int, int], list[int]] = {}
-    for i, key in enumerate(zip(table.data[:, GID].tolist(), table.data[:, OPTION].tolist())):
-        members.setdefault(key, []).append(i)
+    for i, row in enumerate(rows):
+        members.setdefault((row[GID], row[OPTION]), []).append(i)
     held = {}
     groups = []
-    for (gid, option), rows in members.items():
+    for (gid, option), positions in members.items():
         record = held.get(gid)
         if record is None:
             try:
                 record = held[gid] = records.get(gid)
             except NdpatchError as err:
-                raise at_target(err, rows[0], named[rows[0]]) from err
+                raise at_target(err, positions[0], named[positions[0]]) from err
         opts = table.options[option]
-        groups.append(_Group(rows, record, opts, opts.scale != 1 or record.multi))
+        groups.append(_Group(positions, record, opts, opts.scale != 1 or record.multi))
     return groups
 
 
@@ -253,14 +258,16 @@ def read_batch(records, backend, table: WindowTable, out: np.ndarray | None = No
 
     ``records`` is the sampler's :class:`~ndpatch.record.ImageRecords`;
     ``resample(target)`` reads a scaled or multi-file window; ``named[i]`` is
-    what an error about row ``i`` shows (default: its Target). Windows that
-    GDAL decodes are read on ``threads`` reader threads.
+    what an error about row ``i`` shows (default: its Target). Memory-mapped
+    windows are copied, and windows that GDAL decodes are read, on ``threads``
+    reader threads (a batch smaller than :data:`THREADED_COPY_BYTES` copies in
+    this thread).
     """
     if len(table) == 0:
         raise TargetError("load_batch needs at least one target")
     named = table if named is None else named
-    data = table.data
-    groups = _groups(records, table, named)
+    rows = table.data.tolist()
+    groups = _groups(records, table, rows, named)
     resampled: dict[int, np.ndarray] = {}
     layouts: list[tuple | None] = []   # per group: (n_bands, dtype, bands); None when resampled
     for group in groups:
@@ -279,7 +286,7 @@ def read_batch(records, backend, table: WindowTable, out: np.ndarray | None = No
             raise at_target(err, group.rows[0], named[group.rows[0]]) from err
         dtype = entry.dtype if group.options.dtype is None else group.options.dtype
         layouts.append((entry.bands if bands is None else len(bands), dtype, bands))
-    shape, dtype = _batch_layout(groups, layouts, resampled, data, named)
+    shape, dtype = _batch_layout(groups, layouts, resampled, rows, named)
     if out is None:
         out = np.empty(shape, dtype=dtype)
     elif out.shape != shape or out.dtype != dtype:
@@ -287,8 +294,7 @@ def read_batch(records, backend, table: WindowTable, out: np.ndarray | None = No
                           f"the batch needs {shape} {dtype}")
     for i, im in resampled.items():
         out[i] = im
-    spans, padded = _spans(groups, data)
-    windowed, decoded = [], False
+    windowed, copies, decoded = [], [], False
     for group, layout in zip(groups, layouts):
         if layout is None:
             continue
@@ -304,11 +310,13 @@ def read_batch(records, backend, table: WindowTable, out: np.ndarray | None = No
             windowed += [(i, entry, bands, group.options) for i in group.rows]
             decoded = decoded or entry.kind != "npy"
             continue
-        _copy_group(out, array, entry, group, bands, spans, padded, named, dtype)
+        copies += _group_copies(out, array, entry, group, bands, rows, named, dtype)
+    if copies:
+        READERS.run(_copy_windows, copies, threads if out.nbytes >= THREADED_COPY_BYTES else 1)
     if windowed:
         def read(chunk) -> None:
             for i, entry, bands, opts in chunk:
-                row, col, height, width = data[i, ROW:WIDTH + 1].tolist()
+                _, row, col, height, width = rows[i][:WIDTH + 1]
                 try:
                     read_window(backend, entry, slice(row, row + height), slice(col, col + width), bands,
                                 opts.fill, opts.dtype, out[i])
@@ -318,31 +326,27 @@ def read_batch(records, backend, table: WindowTable, out: np.ndarray | None = No
     return out
 
 
-def _batch_layout(groups: list[_Group], layouts: list, resampled: dict, data: np.ndarray,
+def _batch_layout(groups: list[_Group], layouts: list, resampled: dict, rows: list[list[int]],
                   named: Sequence) -> tuple[tuple[int, ...], np.dtype]:
     """The batch's (B, H, W, C) and dtype: the first row's; TargetError naming the first row that differs."""
+    group_of = {i: k for k, group in enumerate(groups) for i in group.rows}
+
     def layout_of(i: int) -> tuple:
         if i in resampled:
             return (*resampled[i].shape, resampled[i].dtype)
-        k = next(k for k, group in enumerate(groups) if i in group.rows)
-        return (int(data[i, HEIGHT]), int(data[i, WIDTH]), *layouts[k][:2])
+        return (rows[i][HEIGHT], rows[i][WIDTH], *layouts[group_of[i]][:2])
 
     first = layout_of(0)
-    odd = [group.rows[0] for group, layout in zip(groups, layouts) if layout is not None and layout[:2] != first[2:]]
-    sizes = (data[:, HEIGHT] != first[0]) | (data[:, WIDTH] != first[1])
-    if resampled:
-        odd += [i for i in resampled if layout_of(i) != first]
-        sizes[list(resampled)] = False
-    if sizes.any():
-        odd.append(int(np.argmax(sizes)))
-    if odd:
-        i = min(odd)
-        record = next(group.record for group in groups if i in group.rows)
-        layout = layout_of(i)
+    alike = (not resampled and all(layout[:2] == first[2:] for layout in layouts)
+             and all(row[HEIGHT] == first[0] and row[WIDTH] == first[1] for row in rows))  # the common case
+    odd = None if alike else next((i for i in range(len(rows)) if layout_of(i) != first), None)
+    if odd is not None:
+        record = groups[group_of[odd]].record
+        layout = layout_of(odd)
         raise at_target(TargetError(f"{record.describe()}: its window is {layout[:3]} {layout[3]} but "
                                     f"the batch's first is {first[:3]} {first[3]}; a batch needs one shape "
-                                    "and dtype"), i, named[i])
-    return (len(data), *first[:3]), np.dtype(first[3])
+                                    "and dtype"), odd, named[odd])
+    return (len(rows), *first[:3]), np.dtype(first[3])
 
 
 def _memory_array(backend, entry) -> np.ndarray | None:
@@ -351,43 +355,48 @@ def _memory_array(backend, entry) -> np.ndarray | None:
     return None if array_of is None else array_of(entry)
 
 
-def _spans(groups: list[_Group], data: np.ndarray) -> tuple[list[list[int]], list[bool]]:
-    """Per row: the in-image rectangle and where it lands in the window, and whether it is padded.
+def _inside(first: int, size: int, dim: int) -> tuple[int, int]:
+    """The part ``start, stop`` of ``[first, first + size)`` inside ``[0, dim)`` (empty: ``start == stop``).
 
-    ``spans[i]`` is ``[r0, c0, r1, c1, a0, b0, a1, b1]``: image rows and
-    columns ``r0:r1, c0:c1`` go to window rows and columns ``a0:a1, b0:b1``
-    (empty when the window is outside the image); computed for the whole
-    batch at once (:func:`~ndpatch.target.clip_window`'s rule).
+    >>> _inside(-3, 10, 5), _inside(7, 4, 5)
+    ((0, 5), (5, 5))
     """
-    if len(groups) == 1:
-        dims = np.array([groups[0].record.dims], dtype=np.int64)
-    else:
-        dims = np.empty((len(data), 2), dtype=np.int64)
-        for group in groups:
-            dims[group.rows] = group.record.dims
-    first = data[:, ROW:COL + 1]
-    size = data[:, HEIGHT:WIDTH + 1]
-    start = np.minimum(np.maximum(first, 0), dims)
-    stop = np.maximum(np.minimum(first + size, dims), start)
-    padded = (stop - start < size).any(axis=1)
-    return np.concatenate([start, stop, start - first, stop - first], axis=1).tolist(), padded.tolist()
+    start = min(max(first, 0), dim)
+    return start, max(min(first + size, dim), start)
 
 
-def _copy_group(out: np.ndarray, array: np.ndarray, entry, group: _Group, bands, spans: list[list[int]],
-                padded: list[bool], named: Sequence, dtype) -> None:
-    """Fill the group's padded windows at once, then copy each in-image rectangle from ``array``."""
-    pad = [i for i in group.rows if padded[i]]
-    if pad:
+def _group_copies(out: np.ndarray, array: np.ndarray, entry, group: _Group, bands, rows: list[list[int]],
+                  named: Sequence, dtype) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Fill the group's padded windows; the (destination, source) views of their in-image rectangles.
+
+    The in-image rectangle of a window follows :func:`~ndpatch.target.clip_window`'s rule.
+    """
+    height, width = group.record.dims
+    picked = slice(None) if bands is None else _band_index(bands)
+    padded, copies = [], []
+    for i in group.rows:
+        _, row, col, rows_read, cols_read = rows[i][:WIDTH + 1]
+        if 0 <= row and row + rows_read <= height and 0 <= col and col + cols_read <= width:  # inside
+            copies.append((out[i], array[row:row + rows_read, col:col + cols_read, picked]))
+            continue
+        y0, y1 = _inside(row, rows_read, height)
+        x0, x1 = _inside(col, cols_read, width)
+        padded.append(i)
+        if y1 > y0 and x1 > x0:
+            copies.append((out[i, y0 - row:y1 - row, x0 - col:x1 - col], array[y0:y1, x0:x1, picked]))
+    if padded:
         try:
             value = fill_value(entry, group.options.fill, np.dtype(dtype))
         except NdpatchError as err:
-            raise at_target(err, pad[0], named[pad[0]]) from err
-        out[pad] = value
-    picked = slice(None) if bands is None else _band_index(bands)
-    for i in group.rows:
-        y0, x0, y1, x1, a0, b0, a1, b1 = spans[i]
-        if y1 > y0 and x1 > x0:
-            out[i, a0:a1, b0:b1] = array[y0:y1, x0:x1, picked]
+            raise at_target(err, padded[0], named[padded[0]]) from err
+        out[padded] = value
+    return copies
+
+
+def _copy_windows(copies: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Copy each source view into its destination (numpy releases the GIL while it copies)."""
+    for destination, source in copies:
+        destination[...] = source
 
 
 def _band_index(bands: list[int]) -> slice | list[int]:
@@ -406,6 +415,15 @@ def _band_index(bands: list[int]) -> slice | list[int]:
 JOINT_TEST_CELLS = 1 << 16
 
 
+#: ``table.data[:, ROW:WIDTH + 1] @ WINDOW_LIMITS`` gives each window's ``x1, -x0, y1, -y0``:
+#: the right-hand sides of the window test (:attr:`~ndpatch.annots.ImageAnnots.edges`).
+WINDOW_LIMITS = np.array([[0, 0, 1, -1],    # row
+                          [1, -1, 0, 0],    # col
+                          [0, 0, 1, 0],     # height
+                          [1, 0, 0, 0]],    # width
+                         dtype=np.float64)
+
+
 def select_annots(index, table: WindowTable, scaled: Callable[[Target], Mapping]) -> "BatchAnnots":
     """The annotations touching each window of ``table``, found by array tests over the whole batch.
 
@@ -417,41 +435,38 @@ def select_annots(index, table: WindowTable, scaled: Callable[[Target], Mapping]
     test would exceed :data:`JOINT_TEST_CELLS`.
     """
     data = table.data
-    gids = data[:, GID].tolist()
     image_of: dict[int, int] = {}
-    parts = []
-    for gid in gids:
-        if gid not in image_of:
-            image_of[gid] = len(parts)
+    parts, image = [], []
+    for gid in data[:, GID].tolist():
+        k = image_of.get(gid)
+        if k is None:
+            k = image_of[gid] = len(parts)
             parts.append(index.image_annots(gid))
-    image = np.array([image_of[gid] for gid in gids], dtype=np.int64)
+        image.append(k)
+    image = np.array(image, dtype=np.int64)
     lengths = [len(part) for part in parts]
     offsets = np.cumsum([0] + lengths)
-    edges = np.concatenate([part.edges for part in parts], axis=1)
-    limits = np.stack([data[:, COL] + data[:, WIDTH], -data[:, COL], data[:, ROW] + data[:, HEIGHT],
-                       -data[:, ROW]], axis=1).astype(np.float64)   # the window test's right-hand sides
-    is_scaled = np.array([opts.scale != 1 for opts in table.options], dtype=bool)[data[:, OPTION]]
-    if len(data) * edges.shape[1] <= JOINT_TEST_CELLS:
-        owner = np.repeat(np.arange(len(parts)), lengths)
-        hits = owner == np.where(is_scaled, -1, image)[:, None]
-        for k in range(4):
-            hits &= edges[k] < limits[:, k:k + 1]
+    limits = data[:, ROW:WIDTH + 1] @ WINDOW_LIMITS
+    scaled_options = [k for k, opts in enumerate(table.options) if opts.scale != 1]
+    tested = image if not scaled_options else np.where(np.isin(data[:, OPTION], scaled_options), -1, image)
+    if len(data) * offsets[-1] <= JOINT_TEST_CELLS:
+        edges = parts[0].edges if len(parts) == 1 else np.concatenate([part.edges for part in parts], axis=1)
+        hits = (edges < limits[:, :, None]).all(axis=1)
+        if len(parts) > 1 or scaled_options:
+            hits &= np.repeat(np.arange(len(parts)), lengths) == tested[:, None]
         window, column = np.nonzero(hits)
     else:
         windows, columns = [], []
         for k, part in enumerate(parts):
-            rows = np.flatnonzero((image == k) & ~is_scaled)
-            hits = np.ones((len(rows), lengths[k]), dtype=bool)
-            for j in range(4):
-                hits &= part.edges[j] < limits[rows, j:j + 1]
-            found, annot = np.nonzero(hits)
+            rows = np.flatnonzero(tested == k)
+            found, annot = np.nonzero((part.edges < limits[rows, :, None]).all(axis=1))
             windows.append(rows[found])
             columns.append(annot + offsets[k])
         window = np.concatenate(windows)
         order = np.argsort(window, kind="stable")
         window, column = window[order], np.concatenate(columns)[order]
-    own = {int(i): scaled(table[int(i)]) for i in np.flatnonzero(is_scaled)}
-    return BatchAnnots(parts, image, data[:, GID], data[:, COL], data[:, ROW], window, column, offsets, own)
+    own = {int(i): scaled(table[int(i)]) for i in np.flatnonzero(tested < 0)} if scaled_options else {}
+    return BatchAnnots(parts, image, data[:, GID], data[:, [COL, ROW]], window, column, offsets, own)
 
 
 class BatchAnnots(Sequence):
@@ -462,14 +477,14 @@ class BatchAnnots(Sequence):
     building a per-window object. Pickles as a list of plain dicts.
     """
 
-    def __init__(self, parts: list, image: np.ndarray, gids: np.ndarray, x0: np.ndarray, y0: np.ndarray,
+    def __init__(self, parts: list, image: np.ndarray, gids: np.ndarray, origins: np.ndarray,
                  window: np.ndarray, column: np.ndarray, offsets: np.ndarray, own: dict[int, Mapping]):
         self.parts, self.image = parts, image        # the batch's ImageAnnots; each window's part
-        self.gids, self.x0, self.y0 = gids, x0, y0
+        self.gids, self.origins = gids, origins      # per window: image id, image (x, y) of its pixel (0, 0)
         self.window, self.column, self.offsets = window, column, offsets  # (window, annotation) pairs
         self.counts = np.bincount(window, minlength=len(image))
-        self.starts = np.concatenate([[0], np.cumsum(self.counts)])
         self.own = own
+        self._starts: list[int] | None = None
         self._built: dict[int, Mapping] = {}
 
     def __len__(self) -> int:
@@ -483,11 +498,13 @@ class BatchAnnots(Sequence):
             return self.own[index]
         built = self._built.get(index)
         if built is None:
+            if self._starts is None:
+                self._starts = [0, *np.cumsum(self.counts).tolist()]
             k = int(self.image[index])
-            start, stop = int(self.starts[index]), int(self.starts[index + 1])
+            start, stop = self._starts[index], self._starts[index + 1]
+            x0, y0 = self.origins[index].tolist()
             built = self._built[index] = WindowAnnots(self.parts[k], self.column[start:stop] - self.offsets[k],
-                                                      int(self.x0[index]), int(self.y0[index]),
-                                                      int(self.gids[index]))
+                                                      x0, y0, int(self.gids[index]))
         return built
 
     def stacked(self) -> dict[str, np.ndarray]:
@@ -496,18 +513,17 @@ class BatchAnnots(Sequence):
             return stack_windows(list(self))
         if len(self.parts) == 1:
             part = self.parts[0]
-            xywh, cids, aids = part.boxes[self.column], part.cids[self.column], part.aids[self.column]
+            xyxy, cids, aids = part.boxes[self.column], part.cids[self.column], part.aids[self.column]
         else:
-            xywh = np.concatenate([part.boxes for part in self.parts])[self.column]
+            xyxy = np.concatenate([part.boxes for part in self.parts])[self.column]
             cids = np.concatenate([part.cids for part in self.parts])[self.column]
             aids = np.concatenate([part.aids for part in self.parts])[self.column]
-        origins = np.stack([self.x0, self.y0], axis=1).astype(np.float64)[self.window]
-        top_left = xywh[:, :2] - origins
-        return {"xyxy": np.concatenate([top_left, top_left + xywh[:, 2:]], axis=1), "cids": cids, "aids": aids,
-                "counts": self.counts}
+        xyxy[:, :2] -= self.origins[self.window]   # a gathered copy: xywh in place → xyxy
+        xyxy[:, 2:] += xyxy[:, :2]
+        return {"xyxy": xyxy, "cids": cids, "aids": aids, "counts": self.counts}
 
     def __reduce__(self):
         return list, ([dict(window) for window in self],)
 
     def __repr__(self) -> str:
-        return f"BatchAnnots({len(self)} windows, {len(self.annot)} annotations)"
+        return f"BatchAnnots({len(self)} windows, {len(self.column)} annotations)"

@@ -51,7 +51,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler
 
 from ndpatch import gdalio
-from ndpatch.batch import AID, HEIGHT, NO_AID, OPTION, WIDTH, TargetColumns, WindowTable, select_annots
+from ndpatch.batch import AID, COL, HEIGHT, NO_AID, OPTION, ROW, WIDTH, TargetColumns, WindowTable, select_annots
 from ndpatch.errors import NdpatchError
 from ndpatch.rng import RngLike, coerce_rng
 from ndpatch.target import Target
@@ -139,7 +139,7 @@ class BatchReader:
         if self.contiguous:
             tensor = tensor.contiguous()
         batch = Batch(im=tensor, gid=torch.from_numpy(targets.gid.copy()),
-                      origin=torch.from_numpy(np.stack([targets.col, targets.row], axis=1)))
+                      origin=torch.from_numpy(targets.data[:, [COL, ROW]]))
         if index is not None:
             batch["index"] = torch.as_tensor(index, dtype=torch.int64)
         if self.task is not None:
@@ -208,7 +208,6 @@ class BatchReader:
 
     def _labels(self, table: WindowTable, labels: dict, shape: tuple[int, int]) -> dict:
         counts = labels["counts"].tolist()
-        starts = np.cumsum([0] + counts)  # window k's annotations are rows starts[k]:starts[k + 1]
         columns = {"boxes": torch.from_numpy(np.asarray(labels["xyxy"], dtype=np.float32)),
                    "labels": torch.from_numpy(np.asarray(labels["cids"], dtype=np.int64)),
                    "aids": torch.from_numpy(np.asarray(labels["aids"], dtype=np.int64))}
@@ -225,6 +224,7 @@ class BatchReader:
             multi_hot[rows[named], cids[named]] = 1
             out["multi_hot"] = multi_hot
             aids = table.data[:, AID].tolist()
+            starts = np.cumsum([0] + counts)  # window k's annotations are rows starts[k]:starts[k + 1]
             out["label"] = torch.tensor(
                 [main_class(None if aid == NO_AID else aid, labels["aids"][a:b], labels["cids"][a:b],
                             labels["xyxy"][a:b], shape) for aid, a, b in zip(aids, starts, starts[1:])],
@@ -313,9 +313,9 @@ class BatchTargets(list):
 
     def __init__(self, columns: dict[str, torch.Tensor], counts: list[int], image_ids: list[int]):
         self.columns, self.counts, self.image_ids = columns, counts, image_ids
-        parts = {key: column.split(counts) for key, column in columns.items()}
-        super().__init__({**{key: split[i] for key, split in parts.items()}, "image_id": gid}
-                         for i, gid in enumerate(image_ids))
+        keys = (*columns, "image_id")
+        super().__init__(dict(zip(keys, values))
+                         for values in zip(*(column.split(counts) for column in columns.values()), image_ids))
 
     def __reduce__(self):
         return BatchTargets, (self.columns, self.counts, self.image_ids)

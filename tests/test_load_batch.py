@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ndpatch
+import ndpatch.batch as batch_module
 from ndpatch.annots import WindowAnnots
 from ndpatch.demo import make_dataset
 from ndpatch.errors import TargetError, UnknownImageError
@@ -159,11 +160,16 @@ def test_any_batch_equals_per_target_reads(rgb_samplers, backend, data):
         r = data.draw(st.integers(-height - 2, h + 2))
         c = data.draw(st.integers(-width - 2, w + 2))
         targets.append({"gid": gid, "space_slice": (slice(r, r + height), slice(c, c + width))})
-    assert_batch_matches_samples(sampler, targets, sampler.load_batch(targets, threads=2))
-    table = sampler.window_table(targets)
-    order = data.draw(st.permutations(range(n)), label="order")
-    from_table = sampler.load_batch(table.take(order), threads=1)
-    assert_batch_matches_samples(sampler, [targets[i] for i in order], from_table)
+    with pytest.MonkeyPatch.context() as patch:   # small batches take the threaded copy and per-image test too
+        if data.draw(st.booleans(), label="threaded copy"):
+            patch.setattr(batch_module, "THREADED_COPY_BYTES", 0)
+        if data.draw(st.booleans(), label="annotations tested per image"):
+            patch.setattr(batch_module, "JOINT_TEST_CELLS", 0)
+        assert_batch_matches_samples(sampler, targets, sampler.load_batch(targets, threads=2))
+        table = sampler.window_table(targets)
+        order = data.draw(st.permutations(range(n)), label="order")
+        from_table = sampler.load_batch(table.take(order), threads=1)
+        assert_batch_matches_samples(sampler, [targets[i] for i in order], from_table)
 
 
 def test_window_annots_are_lazy_and_pickle_as_dicts(rgb_dset):
@@ -178,7 +184,9 @@ def test_window_annots_are_lazy_and_pickle_as_dicts(rgb_dset):
     assert_annots_equal(restored, annots)
 
 
-def test_scaled_windows_are_resampled_as_in_load_sample(samplers):
+@pytest.mark.parametrize("joint_test_cells", [batch_module.JOINT_TEST_CELLS, 0], ids=["joint", "per-image"])
+def test_scaled_windows_are_resampled_as_in_load_sample(samplers, joint_test_cells, monkeypatch):
+    monkeypatch.setattr(batch_module, "JOINT_TEST_CELLS", joint_test_cells)
     sampler = samplers[1]
     targets = [{"gid": g, "space_slice": (slice(-4, 28), slice(6, 38)), "scale": 0.5} for g in (1, 2, 3)]
     targets.append({"gid": 2, "space_slice": (slice(10, 26), slice(0, 16))})  # unscaled, same output size
