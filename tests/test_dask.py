@@ -8,6 +8,8 @@ waits ``NDPATCH_TEST_CONVERT_DELAY`` seconds first when that is set.
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -221,3 +223,29 @@ def test_a_worker_dying_as_a_run_starts_does_not_fail_it(monkeypatch):
     assert client.tries == ndpatch_distributed.SCATTER_TRIES
     spec = {"dataset": "/data/train.kwcoco.json", "out_dir": "/exports/a", "window": (256, 256)}
     assert ndpatch_distributed._cheap(spec) and not ndpatch_distributed._cheap(bytes(1 << 20))
+
+
+LOCAL_CLUSTER_ENVIRONMENT = '''
+import os
+from ndpatch.distributed import connect
+if __name__ == "__main__":
+    before = dict(os.environ)
+    with connect("local:2") as client:
+        seen = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")))
+    assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())
+    print(sorted(seen.values()))
+'''
+
+
+@pytest.mark.timeout(120)
+def test_local_cluster_workers_keep_glibc_adaptive_and_this_process_environment(tmp_path):
+    """'local:N' workers start without Dask's MALLOC_TRIM_THRESHOLD_ (it slowed conversions 2.2x); the
+    variables Dask's nanny writes into this process's environment are put back (a fresh process: the
+    forkserver and the environment are per process)."""
+    script = tmp_path / "local_cluster.py"
+    script.write_text(LOCAL_CLUSTER_ENVIRONMENT)
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[-2] == "[(None, '1'), (None, '1')]"
