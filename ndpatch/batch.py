@@ -312,17 +312,17 @@ def read_batch(records, backend, table: WindowTable, out: np.ndarray | None = No
             continue
         copies += _group_copies(out, array, entry, group, bands, rows, named, dtype)
     if copies:
-        READERS.run(_copy_windows, copies, threads if out.nbytes >= THREADED_COPY_BYTES else 1)
+        READERS.share(_copy_window, copies, threads if out.nbytes >= THREADED_COPY_BYTES else 1)
     if windowed:
-        def read(chunk) -> None:
-            for i, entry, bands, opts in chunk:
-                _, row, col, height, width = rows[i][:WIDTH + 1]
-                try:
-                    read_window(backend, entry, slice(row, row + height), slice(col, col + width), bands,
-                                opts.fill, opts.dtype, out[i])
-                except NdpatchError as err:
-                    raise at_target(err, i, named[i]) from err
-        READERS.run(read, windowed, threads if decoded else 1)
+        def read(job) -> None:
+            i, entry, bands, opts = job
+            _, row, col, height, width = rows[i][:WIDTH + 1]
+            try:
+                read_window(backend, entry, slice(row, row + height), slice(col, col + width), bands,
+                            opts.fill, opts.dtype, out[i])
+            except NdpatchError as err:
+                raise at_target(err, i, named[i]) from err
+        READERS.share(read, windowed, threads if decoded else 1)
     return out
 
 
@@ -393,10 +393,10 @@ def _group_copies(out: np.ndarray, array: np.ndarray, entry, group: _Group, band
     return copies
 
 
-def _copy_windows(copies: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
-    """Copy each source view into its destination (numpy releases the GIL while it copies)."""
-    for destination, source in copies:
-        destination[...] = source
+def _copy_window(copy: tuple[np.ndarray, np.ndarray]) -> None:
+    """Copy a source view into its destination (numpy releases the GIL while it copies)."""
+    destination, source = copy
+    destination[...] = source
 
 
 def _band_index(bands: list[int]) -> slice | list[int]:

@@ -7,6 +7,10 @@ at most ``k`` run at once, and the pool never holds more threads than the larges
 ``k`` asked for so far (at most :data:`MAX_READER_THREADS`). Batches with
 different ``threads`` share it; none starts a pool of its own.
 
+:meth:`ReaderPool.share` hands items out one at a time to the calling thread
+and the pool's, so that a batch never waits for a thread to wake up;
+:meth:`ReaderPool.run` gives each thread one contiguous chunk.
+
 Example:
     >>> READERS.run(lambda chunk: sum(chunk), list(range(10)), threads=3)
     [3, 12, 30]
@@ -57,6 +61,55 @@ class ReaderPool:
             return [read(chunks[0])]
         futures = [self.executor().submit(read, chunk) for chunk in chunks]
         return [future.result() for future in futures]
+
+    def share(self, work: Callable[[T], None], items: Sequence[T], threads: int) -> None:
+        """``work(item)`` for every item, on this thread and up to ``threads - 1`` pool threads.
+
+        Each thread takes the next item no thread has taken yet, this one
+        included, so it never waits for a pool thread to wake up: on a busy
+        machine a helper that starts late finds every item taken and returns.
+        The first error stops the handing out and is raised here once the
+        items being worked on are done.
+
+        >>> done = []
+        >>> READERS.share(done.append, range(5), threads=2)
+        >>> sorted(done)
+        [0, 1, 2, 3, 4]
+        """
+        helpers = min(int(threads), len(items)) - 1
+        if helpers <= 0:
+            for item in items:
+                work(item)
+            return
+        untaken = iter(items)            # next() on it is atomic: each item goes to one thread
+        errors: list[BaseException] = []
+        busy = threading.Condition()
+        working = [0]
+
+        def take() -> None:
+            with busy:
+                working[0] += 1
+            try:
+                for item in untaken:
+                    if errors:
+                        break
+                    try:
+                        work(item)
+                    except BaseException as err:  # raised in the calling thread below
+                        errors.append(err)
+                        break
+            finally:
+                with busy:
+                    working[0] -= 1
+                    busy.notify_all()
+
+        for _ in range(helpers):
+            self.executor().submit(take)
+        take()
+        with busy:
+            busy.wait_for(lambda: working[0] == 0)
+        if errors:
+            raise errors[0]
 
     def __len__(self) -> int:
         """Threads the pool holds now."""

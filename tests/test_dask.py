@@ -22,6 +22,7 @@ from export_compare import assert_same_export
 from ndpatch.cache import CacheStore
 from ndpatch.cli import main
 from ndpatch.demo import make_dataset
+from ndpatch.distributed import environ_kept
 from ndpatch.export import export
 from ndpatch.warmup import warmup
 
@@ -67,8 +68,11 @@ def conversion_log(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(conversion_log):
-    """A LocalCluster of 2 single-threaded worker processes (started after the log is in the environment)."""
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+    """A LocalCluster of 2 single-threaded worker processes (started after the log is in the environment).
+
+    Dask's defaults, as a user's own cluster has them; its nanny's variables leave this process's
+    environment afterwards, so that processes later tests start do not inherit them."""
+    with environ_kept(), distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         yield client
 
