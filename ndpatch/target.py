@@ -157,6 +157,8 @@ def number(value: Any, name: str, positive: bool = False) -> float:
 
 def integer(value: Any, name: str) -> int:
     """An integral number (``3``, ``np.int32(3)``, ``3.0``) as an int; InvalidTarget otherwise."""
+    if type(value) is int:   # the usual case, first
+        return value
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         return int(value)
     as_float = number(value, name)
@@ -165,19 +167,21 @@ def integer(value: Any, name: str) -> int:
     return int(as_float)
 
 
-def window_slice(s: Any, axis: str, length: Callable[[], int]) -> slice:
-    """A half-open, non-empty window slice; a missing start is 0, a missing stop ``length()``.
+def window_slice(s: Any, axis: int, dims: Callable[[], tuple[int, int]]) -> slice:
+    """A half-open, non-empty window slice of ``axis`` (0: rows, 1: cols); a missing start is 0, a
+    missing stop ``dims()[axis]``.
 
     Starts may be negative and stops past the image (the window is padded).
     """
+    name = ("rows", "cols")[axis]
     if not isinstance(s, slice):
-        raise InvalidTarget(f"space_slice {axis} must be a slice, got {s!r}")
-    if s.step not in (None, 1):
-        raise InvalidTarget(f"space_slice {axis} step must be 1, got {s.step!r}")
-    start = 0 if s.start is None else integer(s.start, f"space_slice {axis} start")
-    stop = length() if s.stop is None else integer(s.stop, f"space_slice {axis} stop")
+        raise InvalidTarget(f"space_slice {name} must be a slice, got {s!r}")
+    if s.step is not None and s.step != 1:
+        raise InvalidTarget(f"space_slice {name} step must be 1, got {s.step!r}")
+    start = 0 if s.start is None else integer(s.start, f"space_slice {name} start")
+    stop = dims()[axis] if s.stop is None else integer(s.stop, f"space_slice {name} stop")
     if stop <= start:
-        raise InvalidTarget(f"space_slice {axis} is empty: {s!r}")
+        raise InvalidTarget(f"space_slice {name} is empty: {s!r}")
     return slice(start, stop)
 
 
@@ -185,7 +189,7 @@ def window_slices(value: Any, dims: Callable[[], tuple[int, int]]) -> Window:
     """``space_slice`` (or ndsampler's 2-D ``slices``): (row slice, col slice)."""
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise InvalidTarget(f"space_slice must be (row slice, col slice), got {value!r}")
-    return window_slice(value[0], "rows", lambda: dims()[0]), window_slice(value[1], "cols", lambda: dims()[1])
+    return window_slice(value[0], 0, dims), window_slice(value[1], 1, dims)
 
 
 def window_size(target: dict, height: float | None, width: float | None) -> tuple[int, int]:
