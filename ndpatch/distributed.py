@@ -54,7 +54,7 @@ def parse_local(address: str) -> int | None:
 #: Dask settings of the ``'local:N'`` cluster's worker processes, for as long as it runs.
 #: Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which turns off glibc's
 #: adaptive allocation thresholds: GDAL's large conversion buffers are then mapped and faulted in
-#: afresh each time, and a COG conversion ran 2.2x slower. Workers start as ndpatch's pools do
+#: afresh each time, and COG conversions ran 2.2-3.5x slower. Workers start as ndpatch's pools do
 #: (forkserver: a fork of a clean, warm server process).
 LOCAL_CLUSTER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
                         "distributed.worker.multiprocessing-method": START_METHOD}
