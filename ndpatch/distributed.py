@@ -66,11 +66,10 @@ def connect(target: Any) -> Iterator[Any]:
 
     A local cluster runs N single-threaded worker processes (GDAL handles are
     per thread, and conversions get their parallelism from processes), binds
-    to 127.0.0.1, has no dashboard (starting one took most of its start-up, and
-    a one-run cluster's address is shown nowhere: run your own cluster to watch
-    one), is configured by :data:`LOCAL_CLUSTER_CONFIG`, and is closed when the
-    block ends; the variables Dask's nanny puts in this process's environment
-    are then put back.
+    to 127.0.0.1 (its HTTP server too, on a free port: no clash with a cluster
+    already on Dask's default 8787), is configured by :data:`LOCAL_CLUSTER_CONFIG`,
+    and is closed when the block ends; the variables Dask's nanny puts in this
+    process's environment are then put back.
     """
     try:
         import dask
@@ -87,7 +86,7 @@ def connect(target: Any) -> Iterator[Any]:
             stack.enter_context(dask.config.set(LOCAL_CLUSTER_CONFIG))
             cluster = stack.enter_context(distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address=None, silence_logs=logging.ERROR))
+                dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR))
             client = stack.enter_context(distributed.Client(cluster))
         else:
             try:
