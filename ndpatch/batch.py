@@ -9,14 +9,16 @@ targets are parsed once into it (:meth:`CocoSampler.window_table`,
 :class:`~ndpatch.target.Target`.
 
 :func:`read_batch` reads a table with per-batch work only: one image record per
-image, the out-of-image and padding decisions as array arithmetic per image,
-the fill of padded windows as one assignment, and for memory-mapped entries a
-copy loop over plain integers (``out[i, a0:a1, b0:b1] = array[r0:r1, c0:c1]``),
-split over the reader threads for batches of :data:`THREADED_COPY_BYTES` or
-more (numpy releases the GIL while it copies). Other windows go through :func:`~ndpatch.cache.base.read_window` (decoded on
-the reader threads); scaled and multi-file windows are resampled.
-:func:`select_annots` finds every window's annotations with one array test per
-image (:meth:`~ndpatch.annots.ImageAnnots.select_windows`) and returns
+image, the clipping and padding decisions on plain integers (none for a window
+inside its image), the fill of padded windows as one assignment per image, and
+for memory-mapped entries one view copy per window
+(``out[i, a0:a1, b0:b1] = array[r0:r1, c0:c1]``), shared with the reader
+threads for batches of :data:`THREADED_COPY_BYTES` or more (numpy releases the
+GIL while it copies). Other windows go through
+:func:`~ndpatch.cache.base.read_window` (decoded on the reader threads); scaled
+and multi-file windows are resampled.
+:func:`select_annots` finds every window's annotations with one array test over
+the batch (against :attr:`~ndpatch.annots.ImageAnnots.edges`) and returns
 :class:`BatchAnnots`: the per-window ``annots`` built on access, and the
 batch's stacked boxes, classes and ids.
 
