@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 #: Modules that only an extra brings, and that extra.
 OPTIONAL_IMPORTS = {"torch": "torch", "lightning": "lightning", "webdataset": "export", "tfrecord": "export",
-                    "pytest": "tests", "hypothesis": "tests", "distributed": "dask"}
+                    "pytest": "tests", "hypothesis": "tests", "distributed": "dask", "dask": "dask"}
 #: Imported but deliberately not a pip dependency: GDAL's bindings match the system GDAL (README).
 SYSTEM_IMPORTS = {"osgeo"}
 
