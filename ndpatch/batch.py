@@ -46,7 +46,7 @@ from ndpatch.cache.base import fill_value, read_window
 from ndpatch.cache.casting import reads_exactly, served_dtype
 from ndpatch.errors import NdpatchError, TargetError, UnknownImageError
 from ndpatch.readers import READERS
-from ndpatch.target import Target
+from ndpatch.target import Target, clip_window
 
 #: The columns of a window table, in order.
 COLUMNS = ("gid", "row", "col", "height", "width", "pad_rows", "pad_cols", "aid", "option")
@@ -357,22 +357,10 @@ def _memory_array(backend, entry) -> np.ndarray | None:
     return None if array_of is None else array_of(entry)
 
 
-def _inside(first: int, size: int, dim: int) -> tuple[int, int]:
-    """The part ``start, stop`` of ``[first, first + size)`` inside ``[0, dim)`` (empty: ``start == stop``).
-
-    >>> _inside(-3, 10, 5), _inside(7, 4, 5)
-    ((0, 5), (5, 5))
-    """
-    start = min(max(first, 0), dim)
-    return start, max(min(first + size, dim), start)
-
-
 def _group_copies(out: np.ndarray, array: np.ndarray, entry, group: _Group, bands, rows: list[list[int]],
                   named: Sequence, dtype) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Fill the group's padded windows; the (destination, source) views of their in-image rectangles.
-
-    The in-image rectangle of a window follows :func:`~ndpatch.target.clip_window`'s rule.
-    """
+    """Fill the group's padded windows; the (destination, source) views of their in-image rectangles
+    (:func:`~ndpatch.target.clip_window`'s, for a window not wholly inside its image)."""
     height, width = group.record.dims
     picked = slice(None) if bands is None else _band_index(bands)
     padded, copies = [], []
@@ -381,8 +369,9 @@ def _group_copies(out: np.ndarray, array: np.ndarray, entry, group: _Group, band
         if 0 <= row and row + rows_read <= height and 0 <= col and col + cols_read <= width:  # inside
             copies.append((out[i], array[row:row + rows_read, col:col + cols_read, picked]))
             continue
-        y0, y1 = _inside(row, rows_read, height)
-        x0, x1 = _inside(col, cols_read, width)
+        inner_rows, inner_cols = clip_window(slice(row, row + rows_read), slice(col, col + cols_read),
+                                             height, width)
+        y0, y1, x0, x1 = inner_rows.start, inner_rows.stop, inner_cols.start, inner_cols.stop
         padded.append(i)
         if y1 > y0 and x1 > x0:
             copies.append((out[i, y0 - row:y1 - row, x0 - col:x1 - col], array[y0:y1, x0:x1, picked]))
