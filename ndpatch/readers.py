@@ -1,19 +1,19 @@
 """The reader threads of a process: one pool for every batch, whatever its ``threads``.
 
-GDAL releases the GIL while it decodes, so a batch of compressed windows is read
-on a few threads. :data:`READERS` is the process's one pool (a forked child makes
-its own): a batch asking for ``k`` threads splits its work into ``k`` chunks, so
-at most ``k`` run at once, and the pool never holds more threads than the largest
-``k`` asked for so far (at most :data:`MAX_READER_THREADS`). Batches with
-different ``threads`` share it; none starts a pool of its own.
-
-:meth:`ReaderPool.share` hands items out one at a time to the calling thread
-and the pool's, so that a batch never waits for a thread to wake up;
-:meth:`ReaderPool.run` gives each thread one contiguous chunk.
+GDAL releases the GIL while it decodes, and numpy while it copies, so a batch of
+windows is read on a few threads. :data:`READERS` is the process's one pool (a
+forked child makes its own): a batch asking for ``k`` threads is worked by the
+calling thread and at most ``k - 1`` pool threads, which take its windows one at
+a time (:meth:`ReaderPool.share`: the caller never waits for a thread to wake
+up), and the pool never holds more threads than the largest ``k`` asked for so
+far (at most :data:`MAX_READER_THREADS`). Batches with different ``threads``
+share it; none starts a pool of its own.
 
 Example:
-    >>> READERS.run(lambda chunk: sum(chunk), list(range(10)), threads=3)
-    [3, 12, 30]
+    >>> sizes = []
+    >>> READERS.share(lambda n: sizes.append(n * n), [1, 2, 3], threads=3)
+    >>> sorted(sizes)
+    [1, 4, 9]
 """
 from __future__ import annotations
 
@@ -22,13 +22,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
-#: Reader threads per batch of GDAL-decoded windows when a caller gives none.
+#: Reader threads per batch (the calling thread included) when a caller gives none.
 BATCH_THREADS = min(4, os.cpu_count() or 1)
 #: The most reader threads a process keeps, whatever a batch asks for.
 MAX_READER_THREADS = 32
 
 T = TypeVar("T")
-R = TypeVar("R")
 
 
 class ReaderPool:
@@ -49,18 +48,6 @@ class ReaderPool:
                     self._executor = ThreadPoolExecutor(self.max_threads, thread_name_prefix="ndpatch-read")
                     self._pid = pid
         return self._executor
-
-    def run(self, read: Callable[[Sequence[T]], R], items: Sequence[T], threads: int) -> list[R]:
-        """``read`` over ``threads`` contiguous chunks of ``items`` on the pool; the results in order.
-
-        One chunk (``threads <= 1`` or a single item) runs in the calling thread.
-        """
-        n, threads = len(items), max(1, min(int(threads), len(items)))
-        chunks = [items[k * n // threads:(k + 1) * n // threads] for k in range(threads)]
-        if threads == 1:
-            return [read(chunks[0])]
-        futures = [self.executor().submit(read, chunk) for chunk in chunks]
-        return [future.result() for future in futures]
 
     def share(self, work: Callable[[T], None], items: Sequence[T], threads: int) -> None:
         """``work(item)`` for every item, on this thread and up to ``threads - 1`` pool threads.
@@ -84,11 +71,12 @@ class ReaderPool:
         untaken = iter(items)            # next() on it is atomic: each item goes to one thread
         errors: list[BaseException] = []
         busy = threading.Condition()
-        working = [0]
+        working = 0                      # threads inside take(), guarded by busy
 
         def take() -> None:
+            nonlocal working
             with busy:
-                working[0] += 1
+                working += 1
             try:
                 for item in untaken:
                     if errors:
@@ -100,14 +88,14 @@ class ReaderPool:
                         break
             finally:
                 with busy:
-                    working[0] -= 1
+                    working -= 1
                     busy.notify_all()
 
         for _ in range(helpers):
             self.executor().submit(take)
         take()
         with busy:
-            busy.wait_for(lambda: working[0] == 0)
+            busy.wait_for(lambda: working == 0)
         if errors:
             raise errors[0]
 

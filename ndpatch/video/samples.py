@@ -177,9 +177,11 @@ def load_video_batch(sampler, targets: Sequence[dict], with_annots: bool = True,
     decoded = any(asset.entry.kind != "npy" for layout in layouts for frame in layout.frames
                   for asset in frame.assets)
 
-    def read(slots: Sequence[int]) -> list[list[tuple[str, ...]]]:
-        return [read_video_pixels(sampler.backend, layouts[i], out[i]) for i in slots]
-    missing = [m for chunk in READERS.run(read, range(len(layouts)), threads if decoded else 1) for m in chunk]
+    missing: list = [None] * len(layouts)   # per target: what read_video_pixels reports missing
+
+    def read(i: int) -> None:
+        missing[i] = read_video_pixels(sampler.backend, layouts[i], out[i])
+    READERS.share(read, range(len(layouts)), threads if decoded else 1)
     samples = [_video_sample(sampler, target, layout, out[i], missing[i], with_annots)
                for i, (target, layout) in enumerate(zip(targets, layouts))]
     batch = {"im": out, "targets": [sample["target"] for sample in samples],
