@@ -43,7 +43,7 @@ from ndpatch.cache.budget import human_bytes  # noqa: E402
 from ndpatch.demo import random_pixels, write_raster  # noqa: E402
 from ndpatch.distributed import connect, environ_kept  # noqa: E402
 from ndpatch.sampler import CocoSampler  # noqa: E402
-from ndpatch.warmup import warmup  # noqa: E402
+from ndpatch.warmup import WORKER_MODULES, warmup  # noqa: E402
 
 N_IMAGES = 16
 BUCKET = "bench-scale"
@@ -76,7 +76,7 @@ def bench_warmup(tmp: Path, size: int, repeats: int) -> dict:
     import distributed
     dset = make_images(tmp / "data", size)
     started = time.perf_counter()
-    with connect("local:2") as client:  # the cluster --dask local:2 makes, kept running
+    with connect("local:2", preload=WORKER_MODULES) as client:  # the cluster --dask local:2 makes, kept running
         cluster_start = time.perf_counter() - started
         rates = {"pool_1": [], "pool_2": [], "dask_2": [], "dask_2_cli": []}
         for _ in range(repeats):  # interleaved, so that machine noise hits each alike

@@ -29,11 +29,11 @@ import os
 import pickle
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from ndpatch.errors import NdpatchError
-from ndpatch.workers import START_METHOD
+from ndpatch.workers import START_METHOD, start_fork_server
 
 _LOCAL = re.compile(r"local:(?P<workers>\d+)")
 
@@ -61,11 +61,13 @@ LOCAL_CLUSTER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHO
 
 
 @contextlib.contextmanager
-def connect(target: Any) -> Iterator[Any]:
+def connect(target: Any, preload: Sequence[str] = ()) -> Iterator[Any]:
     """A ``distributed.Client`` for ``target``: ``'local:N'``, a scheduler address, or a client (kept open).
 
     A local cluster runs N single-threaded worker processes (GDAL handles are
-    per thread, and conversions get their parallelism from processes), binds
+    per thread, and conversions get their parallelism from processes), forked
+    from a server that imported ``distributed`` and ``preload`` (the modules the
+    tasks need: :func:`ndpatch.workers.start_fork_server`), binds
     to 127.0.0.1 (its HTTP server too, on a free port: no clash with a cluster
     already on Dask's default 8787), is configured by :data:`LOCAL_CLUSTER_CONFIG`,
     and is closed when the block ends; the variables Dask's nanny puts in this
@@ -82,6 +84,7 @@ def connect(target: Any) -> Iterator[Any]:
     workers = parse_local(str(target))
     with contextlib.ExitStack() as stack:
         if workers is not None:
+            start_fork_server(("distributed", *preload))  # before Dask starts the server with its own list
             stack.enter_context(environ_kept())
             stack.enter_context(dask.config.set(LOCAL_CLUSTER_CONFIG))
             cluster = stack.enter_context(distributed.LocalCluster(

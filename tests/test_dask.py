@@ -253,3 +253,38 @@ def test_local_cluster_workers_keep_glibc_adaptive_and_this_process_environment(
                           timeout=110)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split("\n")[-2] == "[(None, '1'), (None, '1')]"
+
+
+FORK_SERVER_PRELOAD = '''
+import sys
+from ndpatch.distributed import connect
+from ndpatch.workers import process_pool
+
+
+def imported():
+    return "colorsys" in sys.modules, "wave" in sys.modules
+
+
+if __name__ == "__main__":
+    assert "colorsys" not in sys.modules
+    if sys.argv[1] == "pool":
+        with process_pool(1, preload=("colorsys",)) as pool:
+            print(pool.submit(imported).result())
+    else:
+        with connect("local:1", preload=("colorsys",)) as client:
+            print(*client.run(imported).values())
+'''
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("workers", ["pool", "local:1"])
+def test_workers_start_with_the_preloaded_modules_imported(tmp_path, workers):
+    """Pool and 'local:N' workers fork from a server that imported what their tasks need (else ~0.5 s
+    each on its first task); a module no one asked for is not there (a fresh process each: the fork server
+    is per process, and Dask would otherwise start it with its own list)."""
+    script = tmp_path / "preload.py"
+    script.write_text(FORK_SERVER_PRELOAD)
+    done = subprocess.run([sys.executable, str(script), workers], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[-2] == "(True, False)"

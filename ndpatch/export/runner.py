@@ -86,7 +86,7 @@ def _run(job: Job, todo: list[int], workers: int, progress: bool, client: Any = 
     with tqdm(total=len(job.plan), initial=done, unit="chip", disable=not progress,
               desc=f"export {job.spec.format}") as bar:
         if client is not None and todo:
-            with connect(client) as dask_client:
+            with connect(client, preload=WORKER_MODULES) as dask_client:
                 for block, chips, error in completed(dask_client, _dask_block, todo, job.spec, uuid.uuid4().hex):
                     if error is not None:  # the first failed block ends the export; the rest are cancelled
                         raise _block_error(block, error)
