@@ -54,9 +54,12 @@ def parse_local(address: str) -> int | None:
 #: Dask settings of the ``'local:N'`` cluster's worker processes, for as long as it runs.
 #: Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which turns off glibc's
 #: adaptive allocation thresholds: GDAL's large conversion buffers are then mapped and faulted in
-#: afresh each time, and COG conversions ran 2.2-3.5x slower. Workers start as ndpatch's pools do
-#: (forkserver: a fork of a clean, warm server process).
+#: afresh each time, and COG conversions ran 2.2-3.5x slower. Dask's statistical profiler (a
+#: thread sampling every task's stack every 10 ms, for the dashboard's profile page) cost
+#: conversions ~10% more CPU. Workers start as ndpatch's pools do (forkserver: a fork of a
+#: clean, warm server process).
 LOCAL_CLUSTER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                        "distributed.worker.profile.enabled": False,
                         "distributed.worker.multiprocessing-method": START_METHOD}
 
 

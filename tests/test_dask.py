@@ -235,7 +235,9 @@ from ndpatch.distributed import connect
 if __name__ == "__main__":
     before = dict(os.environ)
     with connect("local:2") as client:
-        seen = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")))
+        seen = client.run(lambda dask_worker: (os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+                                               os.environ.get("OMP_NUM_THREADS"),
+                                               "profile" in dask_worker.periodic_callbacks))
     assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())
     print(sorted(seen.values()))
 '''
@@ -243,16 +245,17 @@ if __name__ == "__main__":
 
 @pytest.mark.timeout(120)
 def test_local_cluster_workers_keep_glibc_adaptive_and_this_process_environment(tmp_path):
-    """'local:N' workers start without Dask's MALLOC_TRIM_THRESHOLD_ (it slowed conversions 2.2x); the
-    variables Dask's nanny writes into this process's environment are put back (a fresh process: the
-    forkserver and the environment are per process)."""
+    """'local:N' workers start without Dask's MALLOC_TRIM_THRESHOLD_ (it slowed conversions 2.2x) and
+    without its profiler (~10% of a conversion's CPU); the variables Dask's nanny writes into this
+    process's environment are put back (a fresh process: the forkserver and the environment are per
+    process)."""
     script = tmp_path / "local_cluster.py"
     script.write_text(LOCAL_CLUSTER_ENVIRONMENT)
     env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=110)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split("\n")[-2] == "[(None, '1'), (None, '1')]"
+    assert done.stdout.split("\n")[-2] == "[(None, '1', False), (None, '1', False)]"
 
 
 FORK_SERVER_PRELOAD = '''
