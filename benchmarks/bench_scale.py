@@ -190,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Starting the `local:2` cluster took {scale['cluster_start_s']:.1f} s. The local pool starts its "
         "worker processes for each run (forked from a warm server, as `local:N`'s are); Dask's running workers "
         "are warm. Dask's default worker environment sets `MALLOC_TRIM_THRESHOLD_=65536`, which slows GDAL's "
-        f"conversions: {w['dask_2']['median'] / w['dask_2_defaults']['median']:.2f}× faster without it "
-        "(`ndpatch.distributed.LOCAL_CLUSTER_CONFIG`).", "",
+        f"conversions, and runs its profiler: {w['dask_2']['median'] / w['dask_2_defaults']['median']:.2f}× "
+        "faster without them (`ndpatch.distributed.LOCAL_CLUSTER_CONFIG`).", "",
         f"{args.windows} random 256×256 windows of a {args.s3_size}×{args.s3_size}×3 COG (256-pixel DEFLATE tiles, "
         f"{s3['object_bytes'] / 2**20:.1f} MB) in a loopback S3 server (windows/s; each direct run in a fresh "
         "process, so nothing is cached; the npy cache converted once, before the first timed run):", "",
