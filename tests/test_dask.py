@@ -249,13 +249,18 @@ def test_local_cluster_workers_keep_glibc_adaptive_and_this_process_environment(
     without its profiler (~10% of a conversion's CPU); the variables Dask's nanny writes into this
     process's environment are put back (a fresh process: the forkserver and the environment are per
     process)."""
-    script = tmp_path / "local_cluster.py"
-    script.write_text(LOCAL_CLUSTER_ENVIRONMENT)
     env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+    assert last_line_printed(tmp_path, LOCAL_CLUSTER_ENVIRONMENT, env=env) == "[(None, '1', False), (None, '1', False)]"
+
+
+def last_line_printed(tmp_path, script: str, *args: str, env: dict | None = None) -> str:
+    """Run ``script`` as the main module of a fresh Python process in ``tmp_path``; the last line it printed."""
+    path = tmp_path / "script.py"
+    path.write_text(script)
+    done = subprocess.run([sys.executable, str(path), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=110)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split("\n")[-2] == "[(None, '1', False), (None, '1', False)]"
+    return done.stdout.split("\n")[-2]
 
 
 FORK_SERVER_PRELOAD = '''
@@ -285,9 +290,4 @@ def test_workers_start_with_the_preloaded_modules_imported(tmp_path, workers):
     """Pool and 'local:N' workers fork from a server that imported what their tasks need (else ~0.5 s
     each on its first task); a module no one asked for is not there (a fresh process each: the fork server
     is per process, and Dask would otherwise start it with its own list)."""
-    script = tmp_path / "preload.py"
-    script.write_text(FORK_SERVER_PRELOAD)
-    done = subprocess.run([sys.executable, str(script), workers], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=110)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split("\n")[-2] == "(True, False)"
+    assert last_line_printed(tmp_path, FORK_SERVER_PRELOAD, workers) == "(True, False)"
