@@ -176,29 +176,26 @@ class CocoSampler(SamplerAPI):
             target = {**target, "scale": self._gsd_scale(target)}
         tr = self.parse(target)
         record = self.records.get(tr.gid)
+        rows, cols = tr.rows, tr.cols
         if tr.scale == 1 and not record.multi:
             entry = record.entry
-            im = read_window(self.backend, entry, tr.rows, tr.cols, record.bands(tr.channels),
-                             tr.fill, tr.dtype, out)
-            data_dims, nodata, georef = (entry.height, entry.width), entry.nodata, record.georef
+            bands = record.bands(tr.channels)
+            im = read_window(self.backend, entry, rows, cols, bands, tr.fill, tr.dtype, out)
+            data_dims, georef = (entry.height, entry.width), record.georef
+            # None: from the window's extent, when params are first read
+            valid_fraction = None if entry.mask == "all_valid" else self._valid_fraction(entry, tr, bands, im)
         else:
-            record, im, nodata, georef = self.records.using(tr.gid, lambda rec: self._read_resampled(rec, tr, out))
+            record, im, georef = self.records.using(tr.gid, lambda rec: self._read_resampled(rec, tr, out))
             data_dims = record.dims
-        x0, y0, x1, y1 = tr.cols.start, tr.rows.start, tr.cols.stop, tr.rows.stop
-        if tr.scale == 1 and not record.multi:
-            if record.entry.mask == "all_valid":
-                valid_fraction = None  # from the window's extent, when params are first read
-            else:
-                valid_fraction = self._valid_fraction(record.entry, tr, record.bands(tr.channels), im)
-        else:
             valid_fraction = resampled_valid_fraction(self.backend, record.parts(tr.channels),
-                                                      window_affine(x0, y0, tr.scale), im, data_dims)
+                                                      window_affine(cols.start, rows.start, tr.scale), im, data_dims)
         normalized = sample_target(target, tr, data_dims)
         sample = {
             "im": im,
             "target": normalized,
             "tr": normalized,
-            "params": SampleParams(x0, y0, x1, y1, tr.scale, data_dims, tr.pad, georef, valid_fraction),
+            "params": SampleParams(cols.start, rows.start, cols.stop, rows.stop, tr.scale, data_dims, tr.pad,
+                                   georef, valid_fraction),
             "classes": self.classes,
         }
         if with_annots or with_masks:
@@ -263,15 +260,14 @@ class CocoSampler(SamplerAPI):
     def _read_resampled(self, record: ImageRecord, tr: Target, out: np.ndarray | None):
         """A scaled and/or multi-file window: every file resampled onto the sample grid.
 
-        Returns ``(record, im, nodata, georef)``.
+        Returns ``(record, im, georef)``.
         """
         tf = kwimage.Affine.translate((tr.cols.start, tr.rows.start)) @ kwimage.Affine.scale(1 / tr.scale)
         parts = record.parts(tr.channels)
         n_channels = sum(len(positions) for *_, positions in parts)
         im = read_aligned(self.backend, parts, tf, tr.shape, n_channels, tr.fill, tr.dtype,
                           interpolation=tr.interpolation, antialias=tr.antialias, out=out)
-        nodatas = {entry.nodata for entry, *_ in parts}
-        return record, im, nodatas.pop() if len(nodatas) == 1 else None, record.parts_georef(parts)
+        return record, im, record.parts_georef(parts)
 
     def _label_raster(self, record: ImageRecord, tf_rel_to_abs, shape: tuple[int, int]) -> np.ndarray | None:
         """The window of the image's label raster (a file with channel ``class_id``), if it has one."""

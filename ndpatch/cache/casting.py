@@ -77,7 +77,7 @@ def reads_exactly(source: np.dtype, dtype: np.dtype) -> bool:
         >>> reads_exactly(np.dtype("uint8"), np.dtype("float32")), reads_exactly(np.dtype("uint16"), np.dtype("uint8"))
         (True, False)
     """
-    return source == dtype or (source in GDAL_DTYPES and dtype in GDAL_DTYPES
+    return source is dtype or source == dtype or (source in GDAL_DTYPES and dtype in GDAL_DTYPES
                                and np.can_cast(source, dtype, "safe"))
 
 
