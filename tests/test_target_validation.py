@@ -4,6 +4,8 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import ndpatch
 import ndpatch.target
@@ -126,3 +128,28 @@ def test_good_values_of_every_form_still_parse(sampler):
     target = {**WINDOW, "cx": np.float32(5), "width": np.int64(4), "pad": (np.int32(1), 2),
               "dtype": np.dtype("float32"), "fill": np.nan, "channels": [0, np.int64(2)]}
     assert sampler.load_sample(target)["im"].shape == (6, 8, 2)
+
+
+ODD_BOUNDS = st.one_of(st.none(), st.integers(-5, 5).map(np.int32), st.booleans(), st.sampled_from([2.0, 2.5, math.nan, "2"]))
+
+
+@st.composite
+def window_forms(draw):
+    """Half plain-int windows without a step (empty and reversed ones too), half with odd bounds or steps mixed in."""
+    bounds = draw(st.lists(st.integers(-5, 5), min_size=4, max_size=4))
+    steps = [None, None]
+    if draw(st.booleans()):
+        bounds = [draw(st.one_of(st.just(b), ODD_BOUNDS)) for b in bounds]
+        steps = draw(st.lists(st.sampled_from([None, 1, 2]), min_size=2, max_size=2))
+    return slice(bounds[0], bounds[1], steps[0]), slice(bounds[2], bounds[3], steps[1])
+
+
+@given(window=window_forms())
+def test_plain_int_windows_take_the_same_rule_as_every_other_form(window):
+    """A tuple of int slices is accepted without the per-bound parse; it must agree with that parse (a list)."""
+    def parsed(value):
+        try:
+            return ndpatch.target.window_slices(value, lambda: (7, 9))
+        except ndpatch.target.InvalidTarget as err:
+            return str(err)
+    assert parsed(window) == parsed(list(window))
