@@ -237,7 +237,8 @@ if __name__ == "__main__":
     with connect("local:2") as client:
         seen = client.run(lambda dask_worker: (os.environ.get("MALLOC_TRIM_THRESHOLD_"),
                                                os.environ.get("OMP_NUM_THREADS"),
-                                               "profile" in dask_worker.periodic_callbacks))
+                                               "profile" in dask_worker.periodic_callbacks,
+                                               dask_worker.periodic_callbacks["tick"].callback_time))
     assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())
     print(sorted(seen.values()))
 '''
@@ -245,12 +246,12 @@ if __name__ == "__main__":
 
 @pytest.mark.timeout(120)
 def test_local_cluster_workers_keep_glibc_adaptive_and_this_process_environment(tmp_path):
-    """'local:N' workers start without Dask's MALLOC_TRIM_THRESHOLD_ (it slowed conversions 2.2x) and
-    without its profiler (~10% of a conversion's CPU); the variables Dask's nanny writes into this
+    """'local:N' workers start without Dask's MALLOC_TRIM_THRESHOLD_ (it slowed conversions 2.2x),
+    without its profiler (~10% of a conversion's CPU) and with a 1 s event-loop tick; the variables Dask's nanny writes into this
     process's environment are put back (a fresh process: the forkserver and the environment are per
     process)."""
     env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
-    assert last_line_printed(tmp_path, LOCAL_CLUSTER_ENVIRONMENT, env=env) == "[(None, '1', False), (None, '1', False)]"
+    assert last_line_printed(tmp_path, LOCAL_CLUSTER_ENVIRONMENT, env=env) == "[(None, '1', False, 1000), (None, '1', False, 1000)]"
 
 
 def last_line_printed(tmp_path, script: str, *args: str, env: dict | None = None) -> str:
