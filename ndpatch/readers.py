@@ -1,7 +1,8 @@
 """The reader threads of a process: one pool for every batch, whatever its ``threads``.
 
-GDAL releases the GIL while it decodes, and numpy while it copies, so a batch of
-windows is read on a few threads. :data:`READERS` is the process's one pool (a
+GDAL releases the GIL while it decodes, so a batch of decoded windows is read on
+a few threads (memory-mapped windows are copied by torch's threads instead:
+:func:`ndpatch.batch._copy_windows`). :data:`READERS` is the process's one pool (a
 forked child makes its own): a batch asking for ``k`` threads is worked by the
 calling thread and at most ``k - 1`` pool threads, which take its windows one at
 a time (:meth:`ReaderPool.share`: the caller never waits for a thread to wake

@@ -317,11 +317,12 @@ class CocoSampler(SamplerAPI):
         the fastest, nothing parsed per batch). Each window goes straight into
         its slot of ``out`` (allocated when not given; a caller's buffer, e.g.
         ``pinned_tensor.numpy()``, must have the batch's shape and dtype):
-        memory-mapped (npy) windows are copied, and windows that GDAL decodes
-        (direct and COG backends) are read, by ``threads`` threads of the
-        process's reader pool (default :data:`~ndpatch.readers.BATCH_THREADS`;
-        ``1`` reads in this thread, as do batches smaller than
-        :data:`~ndpatch.batch.THREADED_COPY_BYTES` of memory-mapped windows).
+        windows that GDAL decodes (direct and COG backends) are read by
+        ``threads`` threads of the process's reader pool (default
+        :data:`~ndpatch.readers.BATCH_THREADS`; ``1`` reads in this thread), and
+        memory-mapped (npy) windows are copied by torch's intra-op threads
+        (``torch.get_num_threads()``) when ``threads`` > 1 and the batch is
+        :data:`~ndpatch.batch.THREADED_COPY_BYTES` or more, else in this thread.
         Pixels and annotations equal :meth:`load_sample` per target. An
         error about one target names its position in the batch and the target.
 

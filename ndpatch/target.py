@@ -85,7 +85,7 @@ class Target:
     ``space_slice`` is the requested window; ``rows``/``cols`` add ``pad``
     context on each side and are what is read. Both may extend past the image.
     Read-only by convention, not frozen: one is built per request, and a frozen
-    dataclass's ``__init__`` costs a microsecond more (a tenth of ``load_sample``'s own work).
+    dataclass's ``__init__`` costs ~1 µs more (a fifth of ``load_sample``'s own Python work).
     """
 
     gid: int

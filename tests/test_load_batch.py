@@ -1,5 +1,7 @@
 """CocoSampler.load_batch: one (B, H, W, C) array equal to per-target load_sample, every backend."""
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -207,3 +209,29 @@ def test_one_reader_pool_whatever_the_thread_counts(rgb_dset, tmp_path):
         np.testing.assert_array_equal(sampler.load_batch(targets, threads=k)["im"], expected)
     assert len(READERS) <= 20                                  # never more than the largest batch asked for
     assert threading.active_count() - before <= len(READERS)   # no other pool was started
+
+
+PARALLEL_COPY_SCRIPT = '''
+import sys
+import numpy as np
+import ndpatch
+from ndpatch.demo import make_dataset
+
+dset = make_dataset(sys.argv[1], [{"shape": (600, 600, 3), "dtype": "uint8"}])
+sampler = ndpatch.CocoSampler(dset, backend="npy", workdir=sys.argv[1] + "/cache")
+targets = [{"gid": 1, "space_slice": (slice(r, r + 256), slice(0, 256))} for r in range(0, 320, 40)]
+batch = sampler.load_batch(targets, threads=2, with_annots=False)["im"]
+assert batch.nbytes >= ndpatch.batch.THREADED_COPY_BYTES
+pixels = np.load(sampler.entry(1).path)
+assert all(np.array_equal(batch[k], pixels[r:r + 256, :256]) for k, r in enumerate(range(0, 320, 40)))
+'''
+
+
+def test_a_parallel_copy_of_read_only_memmaps_shows_no_warning(tmp_path):
+    """torch's copies warn, once per process, that the read-only memmaps are not writable: a fresh
+    process with every warning an error reads a parallel-copied batch bit-exact."""
+    script = tmp_path / "parallel_copy.py"
+    script.write_text(PARALLEL_COPY_SCRIPT)
+    done = subprocess.run([sys.executable, "-W", "error", str(script), str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
