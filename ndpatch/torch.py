@@ -315,7 +315,8 @@ class BatchTargets(list):
         self.columns, self.counts, self.image_ids = columns, counts, image_ids
         keys = (*columns, "image_id")
         super().__init__(dict(zip(keys, values))
-                         for values in zip(*(column.split(counts) for column in columns.values()), image_ids))
+                         for values in zip(*(column.split_with_sizes(counts) for column in columns.values()),
+                                           image_ids))   # split_with_sizes: split's Python wrapper costs 2 µs a column
 
     def __reduce__(self):
         return BatchTargets, (self.columns, self.counts, self.image_ids)
