@@ -404,18 +404,19 @@ def _copy_windows(copies: list[tuple[np.ndarray, np.ndarray]], parallel: bool) -
             destination[...] = source
         return
     import torch
-    _spend_torch_read_only_warning(torch)
+    _spend_torch_read_only_warning()
     for destination, source in copies:
         torch.from_numpy(destination).copy_(torch.from_numpy(source))
 
 
 @functools.cache
-def _spend_torch_read_only_warning(torch) -> None:
+def _spend_torch_read_only_warning() -> None:
     """torch warns, once per process, that an array is not writable: spend it, unseen, on a probe.
 
     The memory-mapped sources are read-only and only read; without this a
     caller's first parallel batch would show that warning.
     """
+    import torch
     probe = np.zeros(1, np.uint8)
     probe.flags.writeable = False
     with warnings.catch_warnings():
