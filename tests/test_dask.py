@@ -247,9 +247,9 @@ if __name__ == "__main__":
 @pytest.mark.timeout(120)
 def test_local_cluster_workers_keep_glibc_adaptive_and_this_process_environment(tmp_path):
     """'local:N' workers start without Dask's MALLOC_TRIM_THRESHOLD_ (it slowed conversions 2.2x),
-    without its profiler (~10% of a conversion's CPU) and with a 1 s event-loop tick; the variables Dask's nanny writes into this
-    process's environment are put back (a fresh process: the forkserver and the environment are per
-    process)."""
+    without its profiler (~10% of a conversion's CPU) and with a 1 s event-loop tick; the variables
+    Dask's nanny writes into this process's environment are put back (a fresh process: the
+    forkserver and the environment are per process)."""
     env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
     assert last_line_printed(tmp_path, LOCAL_CLUSTER_ENVIRONMENT, env=env) == "[(None, '1', False, 1000), (None, '1', False, 1000)]"
 
