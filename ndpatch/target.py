@@ -51,7 +51,13 @@ def window_from_center(cx: float, cy: float, width: float, height: float) -> Win
 
 
 def clip_window(rows: slice, cols: slice, height: int, width: int) -> Window:
-    """The part of a window that lies inside an image of the given size (may be empty)."""
+    """The part of a window that lies inside an image of the given size (may be empty).
+
+    >>> clip_window(slice(-2, 3), slice(1, 9), 4, 6)
+    (slice(0, 3, None), slice(1, 6, None))
+    """
+    if rows.start >= 0 and cols.start >= 0 and rows.stop <= height and cols.stop <= width:
+        return rows, cols   # the usual case, without the min/max
     r0 = min(max(rows.start, 0), height)
     c0 = min(max(cols.start, 0), width)
     r1 = max(min(rows.stop, height), r0)

@@ -164,17 +164,11 @@ def read_window(backend: Backend, entry: CacheEntry, rows: slice, cols: slice,
     elif out.shape != shape or out.dtype != dtype:
         raise TargetError(f"{entry.describe()}: out buffer is {out.shape} {out.dtype}, "
                           f"the window needs {shape} {dtype}")
-    top, left = rows.start, cols.start
-    if top >= 0 and left >= 0 and rows.stop <= entry.height and cols.stop <= entry.width:
-        inner_rows, inner_cols = rows, cols   # the usual case: inside the image, nothing to pad
-        r0 = c0 = 0
-        r1, c1 = height, width
-    else:
-        inner_rows, inner_cols = clip_window(rows, cols, entry.height, entry.width)
-        r0 = inner_rows.start - top
-        c0 = inner_cols.start - left
-        r1 = r0 + inner_rows.stop - inner_rows.start
-        c1 = c0 + inner_cols.stop - inner_cols.start
+    inner_rows, inner_cols = clip_window(rows, cols, entry.height, entry.width)
+    r0 = inner_rows.start - rows.start
+    c0 = inner_cols.start - cols.start
+    r1 = r0 + inner_rows.stop - inner_rows.start
+    c1 = c0 + inner_cols.stop - inner_cols.start
     if r1 - r0 < height or c1 - c0 < width:
         value = fill_value(entry, fill, dtype)
         out[:r0] = value
